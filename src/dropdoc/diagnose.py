@@ -1,0 +1,30 @@
+"""diagnose(): measure a window, evaluate the rules, return a ranked Diagnosis."""
+
+from __future__ import annotations
+
+import platform
+from typing import Callable
+
+from .model import Diagnosis
+from .rules import evaluate
+from .window import Window, measure
+
+
+def diagnosis_from_window(window: Window) -> Diagnosis:
+    findings, not_evaluated = evaluate(window)
+    after = window.after
+    coverage = after.coverage()
+    coverage["listener_sampling"] = "ok" if window.listener_sampling == "ok" else "unavailable"
+    errors = {name: r.error for name, r in after.results.items() if r.error}
+    if window.listener_sampling != "ok":
+        errors["listener_sampling"] = window.listener_sampling
+    return Diagnosis(kernel=after.kernel, netns=after.netns, hostname=platform.node(),
+                     seconds=window.seconds, coverage=coverage, coverage_errors=errors,
+                     findings=findings, not_evaluated=not_evaluated,
+                     counter_resets=window.deltas.resets)
+
+
+def diagnose(netns: str | None = None, duration: float = 5.0,
+             on_start: Callable[[], None] | None = None,
+             on_tick: Callable[[float], None] | None = None) -> Diagnosis:
+    return diagnosis_from_window(measure(netns, duration, on_start=on_start, on_tick=on_tick))

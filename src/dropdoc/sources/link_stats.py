@@ -1,0 +1,99 @@
+"""Per-interface link statistics, with the counters /proc/net/dev folds together.
+
+rx_missed_errors (NIC ring full), rx_fifo_errors and rx_over_errors are what
+nic.rx_missed needs; /proc/net/dev adds missed into "drop". Two ways in:
+ - /sys/class/net/<dev>/statistics/<counter> (one file each) when /sys shows this
+   namespace (the host, or a copied --root tree);
+ - rtnetlink RTM_GETLINK with IFLA_STATS64 otherwise (inside a named netns sysfs still
+   shows the host's devices, netlink sockets are per netns).
+Both give the same {ifname: {counter: value}} shape.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+from ..errors import ParseError, SourceUnavailable, translated
+from .. import netlink
+from .base import ReadContext, Source, parse_int, register
+
+RTM_NEWLINK = 16
+RTM_GETLINK = 18
+IFLA_IFNAME = 3
+IFLA_STATS64 = 23
+
+# struct rtnl_link_stats64, in kernel order; newer kernels append fields, older lack the tail.
+STATS64_FIELDS = (
+    "rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_errors", "tx_errors",
+    "rx_dropped", "tx_dropped", "multicast", "collisions", "rx_length_errors",
+    "rx_over_errors", "rx_crc_errors", "rx_frame_errors", "rx_fifo_errors",
+    "rx_missed_errors", "tx_aborted_errors", "tx_carrier_errors", "tx_fifo_errors",
+    "tx_heartbeat_errors", "tx_window_errors", "rx_compressed", "tx_compressed",
+    "rx_nohandler", "rx_otherhost_dropped",
+)
+_IFINFOMSG = struct.Struct("=BxHiII")
+
+
+def parse_statistics_files(files: dict[str, str], ifname: str = "?") -> dict[str, int]:
+    """Parse the contents of one statistics/ directory ({file name: text})."""
+    return {name: parse_int(text.strip(), f"{ifname}/statistics/{name}") for name, text in sorted(files.items())}
+
+
+def parse_rtnl_links(reply: bytes) -> dict[str, dict[str, int]]:
+    """Parse an RTM_GETLINK dump reply into {ifname: stats64 counters}."""
+    links: dict[str, dict[str, int]] = {}
+    for msg_type, body in netlink.messages(reply):
+        if msg_type != RTM_NEWLINK:
+            continue
+        if len(body) < _IFINFOMSG.size:
+            raise ParseError("RTM_NEWLINK message shorter than ifinfomsg")
+        name, stats = None, None
+        for attr_type, payload in netlink.attributes(body, _IFINFOMSG.size):
+            if attr_type == IFLA_IFNAME:
+                name = payload.split(b"\0", 1)[0].decode("utf-8", "replace")
+            elif attr_type == IFLA_STATS64:
+                count = min(len(payload) // 8, len(STATS64_FIELDS))
+                stats = dict(zip(STATS64_FIELDS, struct.unpack_from(f"={count}Q", payload)))
+        if name is not None and stats is not None:
+            links[name] = stats
+    return links
+
+
+def _read_sysfs(ctx: ReadContext) -> dict[str, dict[str, int]]:
+    base = ctx.sys("class", "net")
+    with translated(base):
+        names = sorted(os.listdir(base))
+    links: dict[str, dict[str, int]] = {}
+    for ifname in names:
+        statdir = os.path.join(base, ifname, "statistics")
+        if not os.path.isdir(statdir):
+            continue
+        files = {}
+        for counter in os.listdir(statdir):
+            try:
+                files[counter] = ctx.read("sys", "class", "net", ifname, "statistics", counter)
+            except SourceUnavailable:
+                continue  # some drivers refuse single counters (EOPNOTSUPP): that counter is None
+        links[ifname] = parse_statistics_files(files, ifname)
+    return links
+
+
+def _read_netlink() -> dict[str, dict[str, int]]:
+    request = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    return parse_rtnl_links(netlink.dump(netlink.NETLINK_ROUTE, RTM_GETLINK, request, "rtnetlink link dump"))
+
+
+def read(ctx: ReadContext) -> dict[str, dict[str, int]]:
+    if ctx.sysfs_is_local or not ctx.live:
+        return _read_sysfs(ctx)
+    return _read_netlink()
+
+
+def counters(links: dict[str, dict[str, int]]) -> dict[str, int | None]:
+    return {f"link.{ifname}.{name}": value for ifname, table in links.items() for name, value in table.items()}
+
+
+register(Source("link_stats", read, counters,
+                description="link statistics (sysfs or rtnetlink): rx_missed, fifo, over errors"))

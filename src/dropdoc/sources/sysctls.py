@@ -1,0 +1,68 @@
+"""The sysctls the rules and fixes refer to, read from /proc/sys.
+
+net.* sysctls are per network namespace except the few that are global (see
+GLOBAL_KEYS); a key this kernel lacks is None.
+"""
+
+from __future__ import annotations
+
+from ..errors import ParseError, SourceUnavailable
+from .base import ReadContext, Source, register
+
+KEYS = (
+    "net.core.somaxconn",
+    "net.ipv4.tcp_max_syn_backlog",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.tcp_abort_on_overflow",
+    "net.core.netdev_max_backlog",
+    "net.core.netdev_budget",
+    "net.core.netdev_budget_usecs",
+    "net.core.rmem_max",
+    "net.core.rmem_default",
+    "net.core.wmem_max",
+    "net.core.wmem_default",
+    "net.ipv4.udp_mem",
+    "net.ipv4.udp_rmem_min",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_mem",
+    "net.core.rps_sock_flow_entries",
+)
+
+# Not per network namespace: writing them changes the whole host.
+GLOBAL_KEYS = frozenset({
+    "net.core.netdev_max_backlog", "net.core.netdev_budget", "net.core.netdev_budget_usecs",
+    "net.core.rps_sock_flow_entries", "net.ipv4.udp_mem", "net.ipv4.tcp_mem",
+})
+
+Value = int | tuple[int, ...] | str
+
+
+def key_path(key: str) -> tuple[str, ...]:
+    return ("proc", "sys", *key.split("."))
+
+
+def parse_value(text: str) -> Value:
+    """'4096' -> 4096, '4096 131072 6291456' -> (4096, 131072, 6291456), else the text."""
+    fields = text.split()
+    if not fields:
+        raise ParseError("empty sysctl value")
+    try:
+        numbers = tuple(int(f) for f in fields)
+    except ValueError:
+        return text.strip()
+    return numbers[0] if len(numbers) == 1 else numbers
+
+
+def read(ctx: ReadContext) -> dict[str, Value | None]:
+    values: dict[str, Value | None] = {}
+    for key in KEYS:
+        try:
+            values[key] = parse_value(ctx.read(*key_path(key)))
+        except (SourceUnavailable, ParseError):
+            values[key] = None
+    if all(v is None for v in values.values()):
+        raise SourceUnavailable("no net.* sysctl readable under /proc/sys")
+    return values
+
+
+register(Source("sysctls", read, description="/proc/sys/net: the limits the fixes change"))
