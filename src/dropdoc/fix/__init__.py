@@ -1,0 +1,1 @@
+"""Changing the system: validated sysctl writes (plan/apply/verify/rollback grow here)."""
