@@ -76,7 +76,8 @@ def count_drops(rule: Rule, counters: dict[str, int | None]) -> int:
     if rule.count == "max_per_device":
         per_device: dict[str, int] = {}
         for name, value in known.items():
-            device = name.split(".")[1]
+            # "link.<device>.<counter>": device names may contain dots (VLANs: eth0.100)
+            device = name.split(".", 1)[1].rsplit(".", 1)[0]
             per_device[device] = max(per_device.get(device, 0), value)
         return sum(per_device.values())
     return sum(known.values())

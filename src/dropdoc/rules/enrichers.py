@@ -127,8 +127,10 @@ def _listen_fixes(finding: Finding, window: Window, somaxconn: int | None,
     fixes: list[dict[str, Any]] = []
     capped_by_sysctl = [s for s in finding.subjects if s["capped_by"] == "somaxconn"]
     capped_by_app = [s for s in finding.subjects if s["capped_by"] == "listen() backlog"]
-    if somaxconn is not None and somaxconn < proposed and (capped_by_sysctl or not capped_by_app):
-        restart = ", ".join(who(s) for s in capped_by_sysctl) or "the listening application"
+    # Also when only the app's backlog caps today: the kernel clamps a larger listen() argument
+    # to somaxconn, so the app fix below needs somaxconn >= proposed too.
+    if somaxconn is not None and somaxconn < proposed:
+        restart = ", ".join(who(s) for s in capped_by_sysctl + capped_by_app) or "the listening application"
         fixes.append(sysctl_fix(window, "net.core.somaxconn", somaxconn, proposed,
                                 f"applies when {restart} calls listen() again: restart or reload it"))
     for subject in capped_by_sysctl:
@@ -219,10 +221,11 @@ def softnet(finding: Finding, window: Window) -> None:
 def nic(finding: Finding, window: Window) -> None:
     per_device: dict[str, dict[str, int]] = {}
     for name, value in window.deltas.values.items():
-        parts = name.split(".")
-        if parts[0] == "link" and len(parts) == 3 and value and parts[2] in (
-                "rx_missed_errors", "rx_fifo_errors", "rx_over_errors"):
-            per_device.setdefault(parts[1], {})[parts[2]] = value
+        if not name.startswith("link.") or not value:
+            continue
+        device, _, counter = name[len("link."):].rpartition(".")  # VLAN devices: eth0.100
+        if device and counter in ("rx_missed_errors", "rx_fifo_errors", "rx_over_errors"):
+            per_device.setdefault(device, {})[counter] = value
     for device, counters in sorted(per_device.items()):
         finding.subjects.append({"interface": device, **counters})
         finding.fixes.append({"kind": "command", "text": (

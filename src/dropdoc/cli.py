@@ -1,0 +1,134 @@
+"""The dropdoc command line: a thin layer over the library.
+
+Errors the user can act on (DropdocError) are printed as one line; exit codes follow
+DESIGN.md: 0 healthy, 1 warnings, 2 critical, 3 could not measure.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .errors import DropdocError
+from .model import EXIT_NOT_MEASURED
+from .render import json_out, text
+
+err_console = Console(stderr=True)
+
+
+def friendly_errors(func: Callable) -> Callable:
+    """One line instead of a traceback for every error a user can cause."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except DropdocError as exc:
+            click.echo(f"dropdoc: {exc}", err=True)
+            sys.exit(EXIT_NOT_MEASURED)
+        except KeyboardInterrupt:
+            click.echo("dropdoc: interrupted", err=True)
+            sys.exit(130)
+    return wrapper
+
+
+def _terminate_as_exit(signum, frame):  # noqa: ARG001
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def progress_bar(label: str, total: float, enabled: bool) -> Iterator[Callable[[float], None] | None]:
+    """A progress bar on stderr while measuring (only on a terminal)."""
+    if not enabled or not err_console.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda elapsed: progress.update(task, completed=elapsed)
+
+
+@click.group()
+@click.version_option(package_name="dropdoc")
+def main() -> None:
+    """dropdoc: where in the stack do packets die, why, and what to change."""
+
+
+@main.command()
+@click.option("--netns", help="network namespace name (as in `ip netns list`)")
+@click.option("--duration", default=5.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="measurement window in seconds")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@friendly_errors
+def diagnose(netns: str | None, duration: float, fmt: str) -> None:
+    """Measure for a window and report ranked findings with evidence and fixes."""
+    from .diagnose import diagnose as run_diagnosis
+
+    with progress_bar(f"measuring {duration:g} s", duration, fmt == "text") as tick:
+        result = run_diagnosis(netns, duration, on_tick=tick)
+    if fmt == "json":
+        click.echo(json_out.dumps(result.to_dict()))
+    else:
+        text.render(result, Console())
+    sys.exit(result.exit_code())
+
+
+@main.command()
+@click.option("--netns", help="network namespace name")
+@click.option("--root", default="/", show_default=True, type=click.Path(exists=True, file_okay=False),
+              help="read a copied proc/ and sys/ tree instead of the live system")
+@click.option("--format", "fmt", type=click.Choice(["json"]), default="json", show_default=True)
+@friendly_errors
+def collect(netns: str | None, root: str, fmt: str) -> None:  # noqa: ARG001 - one format for now
+    """One snapshot of every source, as JSON."""
+    from .snapshot import take_snapshot
+
+    snapshot = take_snapshot(netns, root=root)
+    click.echo(json_out.dumps(snapshot.to_dict()))
+
+
+@main.group()
+def lab() -> None:
+    """Reproducible fault scenarios in network namespaces."""
+
+
+@lab.command("list")
+def lab_list() -> None:
+    """Show the scenarios."""
+    from .lab.scenarios import SCENARIOS
+
+    for scenario in SCENARIOS.values():
+        expected = scenario.expected_finding or "no finding (control)"
+        click.echo(f"{scenario.name:18} -> {expected}\n{'':18}    {scenario.description}")
+
+
+@lab.command("run")
+@click.argument("name")
+@click.option("--fix", is_flag=True, help="apply the proposed fixes in the lab, restart the server, re-measure")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@friendly_errors
+def lab_run(name: str, fix: bool, fmt: str) -> None:
+    """Build scenario NAME, load it, diagnose it (and with --fix: fix and verify)."""
+    from .lab import scenarios
+
+    scenario = scenarios.get(name)
+    signal.signal(signal.SIGTERM, _terminate_as_exit)
+    console = Console()
+    phase = (lambda msg: err_console.print(f"[dim]lab:[/dim] {msg}")) if fmt == "text" else None
+    with progress_bar("measuring", scenario.window, fmt == "text") as tick:
+        result = scenarios.run(name, fix=fix, on_phase=phase, on_tick=tick)
+    if fmt == "json":
+        click.echo(json_out.dumps(result.to_dict()))
+    else:
+        text.render_lab(result, console)
+    sys.exit(text.lab_exit_code(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Renderers: a Diagnosis (or lab result) to text (rich) or JSON."""

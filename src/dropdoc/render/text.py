@@ -1,0 +1,163 @@
+"""Terminal rendering with rich: a verdict line, layer overview, then each finding with
+its evidence, affected sockets/processes, explanation and fixes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from ..model import Diagnosis, Finding
+from ..rules.engine import LAYERS, load_rules
+
+SEVERITY_STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
+
+
+def verdict(diagnosis: Diagnosis) -> Text:
+    if not diagnosis.measured:
+        return Text("COULD NOT MEASURE: the core counters were unreadable", style="bold red")
+    harmful = [f for f in diagnosis.findings if f.harmful]
+    if not harmful:
+        return Text("HEALTHY: no packet drops that need action", style="bold green")
+    worst = harmful[0]
+    return Text(f"{worst.severity.upper()}: {len(harmful)} cause(s) of packet loss, worst "
+                f"{worst.id} at {worst.rate_per_s:.1f} drops/s", style=SEVERITY_STYLE[worst.severity])
+
+
+def layer_overview(diagnosis: Diagnosis) -> Text:
+    rules = load_rules()
+    line = Text("layers: ")
+    for index, layer in enumerate(LAYERS):
+        ids = {r.id for r in rules if r.layer == layer}
+        found = [f for f in diagnosis.findings if f.layer == layer and f.harmful]
+        if index:
+            line.append(" · ")
+        if not ids:
+            line.append(f"{layer} not checked yet", style="dim")
+        elif found:
+            line.append(f"{layer} {found[0].severity}", style=SEVERITY_STYLE[found[0].severity])
+        elif ids <= set(diagnosis.not_evaluated):
+            line.append(f"{layer} no data", style="yellow")
+        else:
+            line.append(f"{layer} ok", style="green")
+    return line
+
+
+def _subject_line(subject: dict[str, Any]) -> str:
+    if "socket" in subject:
+        owner = (f"pid {subject['pid']} ({subject['process']})" if subject.get("pid") is not None
+                 else "owner unknown")
+        parts = [f"{subject['socket']}  {owner}"]
+        if "backlog" in subject:
+            parts.append(f"backlog {subject['backlog']} (somaxconn {subject['somaxconn']}) -> capped by {subject['capped_by']}")
+            parts.append(f"accept queue peak {subject['accept_queue']}, full in {subject['full_samples']}/{subject['samples']} samples")
+        if "drops" in subject:
+            parts.append(f"{subject['drops']} drops, rx queue {subject.get('rx_queue')}")
+        if subject.get("suspected"):
+            parts.append("suspected (not seen full)")
+        return "; ".join(parts)
+    return ", ".join(f"{k} {v}" for k, v in subject.items())
+
+
+def _fix_line(fix: dict[str, Any]) -> str:
+    if fix["kind"] == "sysctl":
+        command = f"sysctl -w {fix['key']}={fix['proposed']}"
+        if fix.get("netns") and "per network namespace" in fix.get("scope", ""):
+            command = f"ip netns exec {fix['netns']} {command}"
+        return f"{command}   (now {fix['current']}; {fix['scope']}) - {fix['note']}"
+    return f"{fix['kind']}: {fix['text']}"
+
+
+def finding_panel(number: int, finding: Finding) -> Panel:
+    style = SEVERITY_STYLE.get(finding.severity, "")
+    body: list[Any] = [Text(finding.summary)]
+    if finding.benign:
+        body.append(Text(f"benign: {finding.explanation}", style="green"))
+    evidence = Table(show_header=False, box=None, padding=(0, 1))
+    for item in finding.evidence:
+        if "counter" in item:
+            rate = f"({item['rate_per_s']:.1f}/s)" if "rate_per_s" in item else ""
+            evidence.add_row(item["counter"], f"+{item['delta']}", rate)
+        else:
+            evidence.add_row(item.get("source", ""), " ".join(f"{k}={v}" for k, v in item.items() if k != "source"), "")
+    body += [Text("evidence", style="bold"), evidence]
+    if finding.subjects:
+        body.append(Text("affected", style="bold"))
+        body += [Text("  " + _subject_line(s)) for s in finding.subjects]
+    if finding.explanation and not finding.benign:
+        body.append(Text(f"why: {finding.explanation}", style="italic"))
+    if finding.fixes:
+        body.append(Text("fix", style="bold"))
+        body += [Text("  " + _fix_line(f)) for f in finding.fixes]
+    body.append(Text(f"runbook: {finding.runbook}", style="dim"))
+    title = Text(f"[{number}] {finding.severity.upper()} {finding.id}", style=style)
+    title.append(f"  {finding.layer} - {finding.drops} drops, {finding.rate_per_s:.1f}/s", style="")
+    return Panel(Group(*body), title=title, title_align="left", border_style=style or "white")
+
+
+def coverage_text(diagnosis: Diagnosis) -> Text:
+    gaps = {name: status for name, status in diagnosis.coverage.items() if status != "ok"}
+    text = Text(f"coverage: {len(diagnosis.coverage) - len(gaps)}/{len(diagnosis.coverage)} sources ok")
+    for name, status in gaps.items():
+        reason = diagnosis.coverage_errors.get(name, "")
+        text.append(f"\n  gap: {name} {status}: {reason}", style="yellow")
+    for rule_id, why in diagnosis.not_evaluated.items():
+        text.append(f"\n  not evaluated: {rule_id} ({why})", style="yellow")
+    if diagnosis.counter_resets:
+        text.append(f"\n  counters reset during the window (ignored): {', '.join(diagnosis.counter_resets[:5])}",
+                    style="yellow")
+    return text
+
+
+def render(diagnosis: Diagnosis, console: Console) -> None:
+    where = f"netns {diagnosis.netns}" if diagnosis.netns else "host namespace"
+    console.print(Text(f"dropdoc diagnosis - {diagnosis.hostname}, kernel {diagnosis.kernel}, {where}, "
+                       f"{diagnosis.seconds:.1f} s window", style="bold"))
+    console.print(verdict(diagnosis))
+    console.print(layer_overview(diagnosis))
+    for number, finding in enumerate(diagnosis.findings, 1):
+        console.print(finding_panel(number, finding))
+    console.print(coverage_text(diagnosis))
+
+
+def render_lab(result, console: Console) -> None:
+    """A lab run: the diagnosis, then (with --fix) what changed and the drops before/after."""
+    scenario = result.scenario
+    console.print(Text(f"lab scenario {scenario.name}: {scenario.description}", style="bold"))
+    console.print(f"load: {result.before.load}")
+    render(result.before.diagnosis, console)
+    if result.after is None:
+        return
+    console.rule("fix")
+    for change in result.applied:
+        console.print(f"applied in netns {change['netns']}: {change['key']} {change['old']} -> {change['new']}")
+    for refusal in result.refused:
+        console.print(Text(f"refused: {refusal}", style="yellow"))
+    console.print(f"server restarted (pid {result.server_pid} -> {result.server_pid_after}) so listen() uses the new limits")
+    console.print(f"load: {result.after.load}")
+    render(result.after.diagnosis, console)
+    table = Table(title=f"{scenario.expected_finding}: before and after the fix")
+    for column in ("", "drops", "drops/s"):
+        table.add_column(column)
+    for label, measurement in (("before", result.before), ("after", result.after)):
+        finding = measurement.diagnosis.finding(scenario.expected_finding) if scenario.expected_finding else None
+        drops = finding.drops if finding else 0
+        rate = finding.rate_per_s if finding else 0.0
+        table.add_row(label, str(drops), f"{rate:.1f}")
+    console.print(table)
+
+
+def lab_exit_code(result) -> int:
+    """0 when the lab did what it claims: the fault was found (and, with --fix, fixed)."""
+    expected = result.scenario.expected_finding
+    found = result.before.diagnosis.findings
+    if expected is None:
+        return 0 if result.before.diagnosis.healthy else 1
+    if not found or found[0].id != expected:
+        return 1
+    if result.after is not None and result.after.diagnosis.finding(expected) is not None:
+        return 1
+    return 0
