@@ -21,7 +21,7 @@ def diagnosis_from_window(window: Window) -> Diagnosis:
     return Diagnosis(kernel=after.kernel, netns=after.netns, hostname=platform.node(),
                      seconds=window.seconds, coverage=coverage, coverage_errors=errors,
                      findings=findings, not_evaluated=not_evaluated,
-                     counter_resets=window.deltas.resets)
+                     counter_resets=window.deltas.resets, counter_deltas=window.deltas.values)
 
 
 def diagnose(netns: str | None = None, duration: float = 5.0,

@@ -58,6 +58,8 @@ class Diagnosis:
     findings: list[Finding] = field(default_factory=list)
     not_evaluated: dict[str, str] = field(default_factory=dict)  # rule id -> why
     counter_resets: list[str] = field(default_factory=list)
+    # Every counter delta of the window (None: missing), for callers that verify a fix.
+    counter_deltas: dict[str, int | None] = field(default_factory=dict, repr=False)
 
     @property
     def measured(self) -> bool:

@@ -62,6 +62,8 @@ def messages(buf: bytes) -> Iterator[tuple[int, bytes]]:
         if msg_type == NLMSG_ERROR and len(body) >= 4:
             (error,) = struct.unpack_from("=i", body)
             if error:
+                if not 0 < -error < 4096:  # a negative errno (MAX_ERRNO is 4095)
+                    raise ParseError(f"netlink error message with bad error code {error}")
                 raise OSError(-error, os.strerror(-error))
         yield msg_type, body
         offset += (length + 3) & ~3

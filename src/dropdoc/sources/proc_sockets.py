@@ -69,6 +69,8 @@ def parse_address(text: str) -> tuple[str, int]:
         raw = bytes.fromhex(addr_hex)
     except ValueError:
         raise ParseError(f"bad socket address {text[:50]!r}") from None
+    if len(raw) * 2 != len(addr_hex):  # fromhex() skips whitespace
+        raise ParseError(f"bad socket address {text[:50]!r}")
     words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
     address = ipaddress.ip_address(words)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
@@ -92,7 +94,8 @@ def parse(text: str, family: int) -> list[ProcSocket]:
             raise ParseError(f"short socket line {line.strip()[:60]!r}")
         row = dict(zip(names, fields))
         local, port = parse_address(row["local_address"])
-        remote, remote_port = parse_address(row.get("rem_address", "00000000:0000"))
+        # IPv4 tables name the column rem_address, IPv6 tables remote_address.
+        remote, remote_port = parse_address(row.get("rem_address") or row.get("remote_address") or "00000000:0000")
         tx_hex, _, rx_hex = row.get("tx_queue:rx_queue", "0:0").partition(":")
         sockets.append(ProcSocket(
             family=family, local=local, port=port, remote=remote, remote_port=remote_port,

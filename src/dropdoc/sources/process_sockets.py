@@ -28,7 +28,7 @@ def parse_fd_link(target: str) -> int | None:
     """'socket:[12345]' -> 12345; anything else None."""
     if target.startswith("socket:[") and target.endswith("]"):
         digits = target[8:-1]
-        return int(digits) if digits.isdigit() else None
+        return int(digits) if digits.isascii() and digits.isdigit() else None  # not '²'
     return None
 
 
