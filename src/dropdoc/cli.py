@@ -101,9 +101,9 @@ def lab() -> None:
 @lab.command("list")
 def lab_list() -> None:
     """Show the scenarios."""
-    from .lab.scenarios import SCENARIOS
+    from .lab.model import all_scenarios
 
-    for scenario in SCENARIOS.values():
+    for scenario in all_scenarios().values():
         expected = scenario.expected_finding or "no finding (control)"
         click.echo(f"{scenario.name:18} -> {expected}\n{'':18}    {scenario.description}")
 

@@ -1,0 +1,1 @@
+"""Reproducible fault scenarios in network namespaces (`dropdoc lab`)."""

@@ -1,0 +1,1 @@
+"""Lab scenario modules; each defines SCENARIOS = (Scenario(...), ...)."""
