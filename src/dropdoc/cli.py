@@ -65,13 +65,20 @@ def main() -> None:
 @click.option("--duration", default=5.0, show_default=True, type=click.FloatRange(0.1, 3600),
               help="measurement window in seconds")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--from", "bundle", type=click.Path(dir_okay=False),
+              help="diagnose a bundle written by `dropdoc collect -o` instead of this system")
 @friendly_errors
-def diagnose(netns: str | None, duration: float, fmt: str) -> None:
+def diagnose(netns: str | None, duration: float, fmt: str, bundle: str | None) -> None:
     """Measure for a window and report ranked findings with evidence and fixes."""
-    from .diagnose import diagnose as run_diagnosis
+    from .diagnose import diagnose as run_diagnosis, diagnose_bundle
 
-    with progress_bar(f"measuring {duration:g} s", duration, fmt == "text") as tick:
-        result = run_diagnosis(netns, duration, on_tick=tick)
+    if bundle:
+        if netns:
+            raise click.UsageError("--from reads a bundle; --netns applies only to live measurement")
+        result = diagnose_bundle(bundle)
+    else:
+        with progress_bar(f"measuring {duration:g} s", duration, fmt == "text") as tick:
+            result = run_diagnosis(netns, duration, on_tick=tick)
     if fmt == "json":
         click.echo(json_out.dumps(result.to_dict()))
     else:
@@ -84,9 +91,26 @@ def diagnose(netns: str | None, duration: float, fmt: str) -> None:
 @click.option("--root", default="/", show_default=True, type=click.Path(exists=True, file_okay=False),
               help="read a copied proc/ and sys/ tree instead of the live system")
 @click.option("--format", "fmt", type=click.Choice(["json"]), default="json", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="write a bundle (.tar.gz): two snapshots over --duration with their raw files")
+@click.option("--duration", default=5.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="window between the two snapshots of a bundle")
 @friendly_errors
-def collect(netns: str | None, root: str, fmt: str) -> None:  # noqa: ARG001 - one format for now
-    """One snapshot of every source, as JSON."""
+def collect(netns: str | None, root: str, fmt: str, output: str | None, duration: float) -> None:  # noqa: ARG001
+    """One snapshot of every source as JSON, or with -o a bundle for later diagnosis."""
+    if output:
+        from .bundle import write_bundle
+        from .diagnose import diagnosis_from_window
+        from .window import measure
+
+        if root != "/":
+            raise click.UsageError("-o measures the live system; --root reads a copied tree")
+        with progress_bar(f"collecting {duration:g} s", duration, True) as tick:
+            window = measure(netns, duration, on_tick=tick, record=True)
+        write_bundle(window, output, diagnosis_from_window(window).to_dict())
+        click.echo(f"dropdoc: wrote {output} ({window.seconds:.1f} s window); "
+                   f"diagnose it anywhere with: dropdoc diagnose --from {output}", err=True)
+        return
     from .snapshot import take_snapshot
 
     snapshot = take_snapshot(netns, root=root)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 from typing import Callable
 
 from .model import Diagnosis
@@ -18,7 +17,7 @@ def diagnosis_from_window(window: Window) -> Diagnosis:
     errors = {name: r.error for name, r in after.results.items() if r.error}
     if window.listener_sampling != "ok":
         errors["listener_sampling"] = window.listener_sampling
-    return Diagnosis(kernel=after.kernel, netns=after.netns, hostname=platform.node(),
+    return Diagnosis(kernel=after.kernel, netns=after.netns, hostname=after.hostname,
                      seconds=window.seconds, coverage=coverage, coverage_errors=errors,
                      findings=findings, not_evaluated=not_evaluated,
                      counter_resets=window.deltas.resets, counter_deltas=window.deltas.values)
@@ -28,3 +27,10 @@ def diagnose(netns: str | None = None, duration: float = 5.0,
              on_start: Callable[[], None] | None = None,
              on_tick: Callable[[float], None] | None = None) -> Diagnosis:
     return diagnosis_from_window(measure(netns, duration, on_start=on_start, on_tick=on_tick))
+
+
+def diagnose_bundle(path: str) -> Diagnosis:
+    """The diagnosis of a bundle written by `dropdoc collect -o` (on any machine)."""
+    from .bundle import read_bundle
+
+    return diagnosis_from_window(read_bundle(path))

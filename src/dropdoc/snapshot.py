@@ -20,6 +20,10 @@ class Snapshot:
     netns: str | None
     kernel: str
     results: dict[str, SourceResult] = field(default_factory=dict)
+    hostname: str = field(default_factory=platform.node)
+    # Raw answers behind the results (file texts, netlink replies) when recorded for a bundle.
+    raw: dict[str, bytes] | None = field(default=None, repr=False)
+    sysfs_is_local: bool = True
 
     def data(self, name: str) -> Any:
         result = self.results.get(name)
@@ -45,7 +49,7 @@ class Snapshot:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": "dropdoc.snapshot/1",
-            "host": {"kernel": self.kernel, "hostname": platform.node(), "netns": self.netns},
+            "host": {"kernel": self.kernel, "hostname": self.hostname, "netns": self.netns},
             "time": self.wall,
             "coverage": self.coverage(),
             "errors": {n: r.error for n, r in self.results.items() if r.error},
@@ -72,21 +76,43 @@ def kernel_release(root: str = "/") -> str:
 
 
 def take_snapshot(netns: str | None = None, root: str = "/", final: bool = True,
-                  names: Iterable[str] | None = None) -> Snapshot:
+                  names: Iterable[str] | None = None, record: bool = False) -> Snapshot:
     """Read every registered source (or `names`) inside `netns`.
 
     final=False skips the expensive non-counter sources (process scan) used only once
-    per window. Source failures become statuses; only an unknown netns or missing
-    privilege to enter it raises.
+    per window. record=True keeps every raw answer in `snapshot.raw` (for bundles).
+    Source failures become statuses; only an unknown netns or missing privilege to
+    enter it raises.
     """
     wanted = [SOURCES[n] for n in (names or SOURCES)]
     if not final:
         wanted = [s for s in wanted if not s.final_only]
     live = root == "/"
+    recorder: dict[str, bytes] | None = {} if record else None
     with netns_mod.entered(netns if live else None):
-        ctx = ReadContext(root=root, netns=netns, live=live,
-                          sysfs_is_local=not live or netns_mod.is_initial_netns())
-        snap = Snapshot(time.monotonic(), time.time(), netns, kernel_release(root))
+        local = not live or netns_mod.is_initial_netns()
+        ctx = ReadContext(root=root, netns=netns, live=live, sysfs_is_local=local, recorder=recorder)
+        snap = Snapshot(time.monotonic(), time.time(), netns, kernel_release(root),
+                        raw=recorder, sysfs_is_local=local)
         for source in wanted:
             snap.results[source.name] = read_source(source, ctx)
     return snap
+
+
+def replay_snapshot(raw: dict[str, bytes], meta: dict[str, Any]) -> Snapshot:
+    """Rebuild a snapshot from recorded raw answers, through the same parsers."""
+    ctx = ReadContext(root="/nonexistent", netns=meta.get("netns"), live=False,
+                      sysfs_is_local=bool(meta.get("sysfs_is_local", True)), replay=raw)
+    snap = Snapshot(float(meta["monotonic"]), float(meta["wall"]), meta.get("netns"),
+                    str(meta.get("kernel", "unknown")), hostname=str(meta.get("hostname", "unknown")),
+                    raw=raw, sysfs_is_local=ctx.sysfs_is_local)
+    for name in meta.get("sources", []):
+        if name in SOURCES:
+            snap.results[name] = read_source(SOURCES[name], ctx)
+    return snap
+
+
+def snapshot_meta(snap: Snapshot) -> dict[str, Any]:
+    return {"monotonic": snap.monotonic, "wall": snap.wall, "netns": snap.netns, "kernel": snap.kernel,
+            "hostname": snap.hostname, "sysfs_is_local": snap.sysfs_is_local,
+            "sources": list(snap.results), "coverage": snap.coverage()}

@@ -61,12 +61,13 @@ def _sample_listeners(netns: str | None, stats: dict[int, ListenerStats]) -> Non
 
 def measure(netns: str | None = None, duration: float = 5.0, sample_interval: float = 0.1,
             on_start: Callable[[], None] | None = None,
-            on_tick: Callable[[float], None] | None = None) -> Window:
+            on_tick: Callable[[float], None] | None = None, record: bool = False) -> Window:
     """Measure `duration` seconds in `netns`. on_start runs right after the first snapshot
-    (the lab starts its load there); on_tick(elapsed) drives a progress display."""
+    (the lab starts its load there); on_tick(elapsed) drives a progress display;
+    record=True keeps the raw answers of both snapshots (for bundles)."""
     stats: dict[int, ListenerStats] = {}
     sampling = "ok"
-    before = take_snapshot(netns, final=False)
+    before = take_snapshot(netns, final=False, record=record)
     if on_start:
         on_start()
     deadline = before.monotonic + max(duration, 0.0)
@@ -82,7 +83,7 @@ def measure(netns: str | None = None, duration: float = 5.0, sample_interval: fl
         if now >= deadline:
             break
         time.sleep(max(min(sample_interval, deadline - time.monotonic()), 0.0))
-    after = take_snapshot(netns, final=True)
+    after = take_snapshot(netns, final=True, record=record)
     if sampling == "ok":
         try:
             _sample_listeners(netns, stats)

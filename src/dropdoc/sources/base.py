@@ -8,10 +8,11 @@ file never aborts a snapshot: it becomes a gap in the report's coverage.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..errors import NeedsPrivilege, ParseError, SourceUnavailable, read_text
+from .. import netlink
+from ..errors import NeedsPrivilege, ParseError, SourceUnavailable, read_text, translated
 
 OK = "ok"
 UNAVAILABLE = "unavailable"
@@ -27,12 +28,19 @@ class ReadContext:
     tree (captures from other hosts, tests). live: netlink and /proc/<pid> may be used.
     sysfs_is_local: /sys shows this network namespace's devices (false inside a
     named netns, because sysfs keeps the namespace of whoever mounted it).
+
+    All raw input goes through read / listdir / netlink_dump / record_json. With
+    `recorder` set, every raw answer is also kept (bundles carry them); with `replay`
+    set, answers come from such a recording instead of the system, so a bundle is
+    diagnosed by exactly the same parsers on another machine.
     """
 
     root: str = "/"
     netns: str | None = None
     live: bool = True
     sysfs_is_local: bool = True
+    recorder: dict[str, bytes] | None = None
+    replay: dict[str, bytes] | None = None
 
     def proc(self, *parts: str) -> str:
         return os.path.join(self.root, "proc", *parts)
@@ -40,9 +48,54 @@ class ReadContext:
     def sys(self, *parts: str) -> str:
         return os.path.join(self.root, "sys", *parts)
 
+    def _replayed(self, key: str) -> bytes:
+        assert self.replay is not None
+        if key not in self.replay:
+            raise SourceUnavailable(f"{key}: not in the bundle")
+        return self.replay[key]
+
+    def _keep(self, key: str, data: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder[key] = data
+
     def read(self, *parts: str) -> str:
         """Read root/<parts> as text (parts start with 'proc' or 'sys')."""
-        return read_text(os.path.join(self.root, *parts))
+        key = "/".join(parts)
+        if self.replay is not None:
+            return self._replayed(key).decode("utf-8", errors="replace")
+        text = read_text(os.path.join(self.root, *parts))
+        self._keep(key, text.encode("utf-8"))
+        return text
+
+    def listdir(self, *parts: str) -> list[str]:
+        key = "listdir/" + "/".join(parts)
+        if self.replay is not None:
+            return [n for n in self._replayed(key).decode().split("\n") if n]
+        path = os.path.join(self.root, *parts)
+        with translated(path):
+            names = sorted(os.listdir(path))
+        self._keep(key, "\n".join(names).encode())
+        return names
+
+    def netlink_dump(self, protocol: int, msg_type: int, payload: bytes, what: str) -> bytes:
+        key = f"netlink/{protocol}-{msg_type}-{payload.hex()}"
+        if self.replay is not None:
+            return self._replayed(key)
+        if not self.live:
+            raise SourceUnavailable(f"{what}: netlink needs the live system")
+        reply = netlink.dump(protocol, msg_type, payload, what)
+        self._keep(key, reply)
+        return reply
+
+    def record_json(self, key: str, produce: Callable[[], Any]) -> Any:
+        """For results that are not one raw answer (a scan of /proc/*/fd): keep the JSON."""
+        import json
+
+        if self.replay is not None:
+            return json.loads(self._replayed(f"json/{key}"))
+        value = produce()
+        self._keep(f"json/{key}", json.dumps(value).encode())
+        return value
 
 
 @dataclass

@@ -11,11 +11,10 @@ Both give the same {ifname: {counter: value}} shape.
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 
-from ..errors import ParseError, SourceUnavailable, translated
+from ..errors import ParseError, SourceUnavailable
 from .. import netlink
 from .base import ReadContext, Source, parse_int, register
 
@@ -62,16 +61,14 @@ def parse_rtnl_links(reply: bytes) -> dict[str, dict[str, int]]:
 
 
 def _read_sysfs(ctx: ReadContext) -> dict[str, dict[str, int]]:
-    base = ctx.sys("class", "net")
-    with translated(base):
-        names = sorted(os.listdir(base))
     links: dict[str, dict[str, int]] = {}
-    for ifname in names:
-        statdir = os.path.join(base, ifname, "statistics")
-        if not os.path.isdir(statdir):
-            continue
+    for ifname in ctx.listdir("sys", "class", "net"):
+        try:
+            counters = ctx.listdir("sys", "class", "net", ifname, "statistics")
+        except SourceUnavailable:
+            continue  # bonding_masters and other non-device entries
         files = {}
-        for counter in os.listdir(statdir):
+        for counter in counters:
             try:
                 files[counter] = ctx.read("sys", "class", "net", ifname, "statistics", counter)
             except SourceUnavailable:
@@ -80,15 +77,15 @@ def _read_sysfs(ctx: ReadContext) -> dict[str, dict[str, int]]:
     return links
 
 
-def _read_netlink() -> dict[str, dict[str, int]]:
+def _read_netlink(ctx: ReadContext) -> dict[str, dict[str, int]]:
     request = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-    return parse_rtnl_links(netlink.dump(netlink.NETLINK_ROUTE, RTM_GETLINK, request, "rtnetlink link dump"))
+    return parse_rtnl_links(ctx.netlink_dump(netlink.NETLINK_ROUTE, RTM_GETLINK, request, "rtnetlink link dump"))
 
 
 def read(ctx: ReadContext) -> dict[str, dict[str, int]]:
-    if ctx.sysfs_is_local or not ctx.live:
+    if ctx.sysfs_is_local:
         return _read_sysfs(ctx)
-    return _read_netlink()
+    return _read_netlink(ctx)
 
 
 def counters(links: dict[str, dict[str, int]]) -> dict[str, int | None]:

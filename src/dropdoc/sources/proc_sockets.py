@@ -85,12 +85,13 @@ def parse(text: str, family: int) -> list[ProcSocket]:
     names = _header_names(lines[0])
     if "local_address" not in names or "inode" not in names:
         raise ParseError(f"unexpected socket table header {lines[0].strip()[:60]!r}")
+    needed = max(names.index("local_address"), names.index("inode")) + 1
     sockets = []
     for line in lines[1:]:
         if not line.strip():
             continue
         fields = line.split()
-        if len(fields) < names.index("inode") + 1:
+        if len(fields) < needed:
             raise ParseError(f"short socket line {line.strip()[:60]!r}")
         row = dict(zip(names, fields))
         local, port = parse_address(row["local_address"])

@@ -33,9 +33,19 @@ def parse_fd_link(target: str) -> int | None:
 
 
 def read(ctx: ReadContext) -> SocketOwners:
-    if not ctx.live:
+    if not ctx.live and ctx.replay is None:
         raise SourceUnavailable("socket owners are only known on the live system")
-    proc = ctx.proc()
+    data = ctx.record_json("process_sockets", lambda: _scan_json(ctx.proc()))
+    return SocketOwners({int(k): (v[0], v[1]) for k, v in data["owners"].items()}, data["unreadable_pids"])
+
+
+def _scan_json(proc: str) -> dict:
+    result = scan(proc)
+    return {"owners": {str(k): list(v) for k, v in result.owners.items()},
+            "unreadable_pids": result.unreadable_pids}
+
+
+def scan(proc: str) -> SocketOwners:
     try:
         pids = [int(p) for p in os.listdir(proc) if p.isdigit()]
     except OSError as exc:

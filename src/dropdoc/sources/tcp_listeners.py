@@ -69,11 +69,16 @@ def parse_diag_reply(reply: bytes) -> list[Listener]:
     return listeners
 
 
-def dump_listeners() -> list[Listener]:
+def listener_request(family: int) -> bytes:
+    return _REQ.pack(family, socket.IPPROTO_TCP, 0, 1 << TCP_LISTEN)
+
+
+def dump_listeners(ctx: ReadContext | None = None) -> list[Listener]:
+    ctx = ctx or ReadContext()
     listeners = []
     for family in (socket.AF_INET, socket.AF_INET6):
-        request = _REQ.pack(family, socket.IPPROTO_TCP, 0, 1 << TCP_LISTEN)
-        reply = netlink.dump(netlink.NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, request, "sock_diag TCP dump")
+        reply = ctx.netlink_dump(netlink.NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, listener_request(family),
+                                 "sock_diag TCP dump")
         listeners += parse_diag_reply(reply)
     return listeners
 
@@ -93,7 +98,7 @@ def _from_proc(ctx: ReadContext) -> list[Listener]:
 
 
 def read(ctx: ReadContext) -> list[Listener]:
-    return dump_listeners() if ctx.live else _from_proc(ctx)
+    return dump_listeners(ctx) if ctx.live or ctx.replay is not None else _from_proc(ctx)
 
 
 register(Source("tcp_listeners", read,
