@@ -36,7 +36,7 @@ def counter_delta(before: int | None, after: int | None, bits: int = 64) -> tupl
         return after - before, False
     if bits == 32:
         wrapped = after + (1 << 32) - before
-        if wrapped < (1 << 31):
+        if 0 <= wrapped < (1 << 31):
             return wrapped, False
     return None, True
 

@@ -31,7 +31,8 @@ class ListenerStats:
         self.listener = current
         self.samples += 1
         self.peak_queue = max(self.peak_queue, current.accept_queue)
-        full = current.backlog is not None and current.accept_queue >= current.backlog > 0
+        # The kernel's test (sk_acceptq_is_full): full when the queue exceeds the backlog.
+        full = current.backlog is not None and current.accept_queue > current.backlog
         self.full_samples += full
         self.full_at_end = full
 

@@ -103,6 +103,10 @@ def evaluate_rule(rule: Rule, window: Window) -> Finding | None | str:
         return "counter reset during the window" if reset else "counters not available"
     drops = count_drops(rule, drop_values)
     if drops <= 0:
+        # "no drops" only if no counter it would have come from was reset (eth0 re-created,
+        # one CPU's softnet counters cleared): otherwise we do not know.
+        if any(c in drop_values for c in deltas.resets):
+            return "counter reset during the window"
         return None
     seconds = window.seconds or 1.0
     rate = drops / seconds

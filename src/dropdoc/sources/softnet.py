@@ -52,9 +52,10 @@ def parse(text: str) -> list[CpuSoftnet]:
 
 
 def counters(cpus: list[CpuSoftnet]) -> dict[str, int | None]:
+    # Per CPU only: each is a u32 that wraps on its own, so a host-wide sum would be
+    # neither a u32 nor monotonic (a CPU coming online adds its whole history).
     flat: dict[str, int | None] = {}
     for name in ("processed", "dropped", "time_squeeze"):
-        flat[f"softnet.{name}"] = sum(getattr(c, name) for c in cpus)
         for c in cpus:
             flat[f"softnet.cpu{c.cpu}.{name}"] = getattr(c, name)
     return flat
