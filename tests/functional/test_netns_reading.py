@@ -46,3 +46,14 @@ def test_global_sysctl_refused_for_a_namespace(lab):
         write_sysctl("net.core.netdev_max_backlog", 5000, lab.server_ns)
     with pytest.raises(UnsafeChange, match="safe range"):
         write_sysctl("net.core.somaxconn", 10**9, lab.server_ns)
+
+
+def test_host_sysctl_changed_by_a_scenario_is_restored(no_leftovers):
+    path = "/proc/sys/net/core/netdev_max_backlog"
+    original = int(open(path).read())
+    with pytest.raises(RuntimeError):
+        with LabNet() as net:
+            net.set_host_sysctl("net.core.netdev_max_backlog", original + 7)
+            assert int(open(path).read()) == original + 7
+            raise RuntimeError("scenario failed midway")
+    assert int(open(path).read()) == original

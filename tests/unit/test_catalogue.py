@@ -94,7 +94,7 @@ def test_rule_is_well_formed(rule):
     assert "{drops}" in rule.summary
     summary = rule.summary.format(drops=286, rate=57.2)
     assert "286" in summary and "57.2" in summary
-    assert not set(rule.extra), f"unknown keys in catalogue.toml: {sorted(rule.extra)}"
+    assert not set(rule.extra), f"unknown keys in the catalogue: {sorted(rule.extra)}"
 
 
 def test_every_enricher_is_used():

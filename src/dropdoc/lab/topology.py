@@ -41,6 +41,8 @@ class LabNet:
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     processes: list[subprocess.Popen] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
+    # Host-wide sysctls a scenario had to change (global keys), restored in close().
+    host_sysctls_saved: dict[str, object] = field(default_factory=dict)
 
     @property
     def server_ns(self) -> str:
@@ -64,7 +66,7 @@ class LabNet:
         self.close()
 
     def _build(self) -> None:
-        srv_if, cli_if = f"dd{self.tag}s", f"dd{self.tag}c"
+        srv_if, cli_if = self.server_if, self.client_if
         for ns in (self.server_ns, self.client_ns):
             _ip("netns", "add", ns)
             self.created.append(ns)
@@ -76,6 +78,32 @@ class LabNet:
             _ip("-n", ns, "addr", "add", f"{address}/{PREFIX}", "dev", ifname)
             _ip("-n", ns, "link", "set", ifname, "up")
             _ip("-n", ns, "link", "set", "lo", "up")
+
+    @property
+    def server_if(self) -> str:
+        return f"dd{self.tag}s"
+
+    @property
+    def client_if(self) -> str:
+        return f"dd{self.tag}c"
+
+    def run(self, ns: str, *command: str, stdin: str | None = None) -> str:
+        """Run a setup command (nft, tc, ip, ...) inside namespace ns; LabError on failure."""
+        try:
+            result = subprocess.run(["ip", "netns", "exec", ns, *command], input=stdin,
+                                    capture_output=True, text=True, timeout=20)
+        except FileNotFoundError:
+            raise LabError("the lab needs iproute2 (`ip`): run scripts/install.sh") from None
+        if result.returncode != 0:
+            raise LabError(f"{' '.join(command)} in {ns}: {result.stderr.strip()[-300:] or 'failed'}")
+        return result.stdout
+
+    def set_host_sysctl(self, key: str, value: int) -> None:
+        """Change a global (host-wide) sysctl for the scenario; close() restores it."""
+        from ..fix.sysctl import write_sysctl  # late: fix imports the netns helpers
+
+        old = write_sysctl(key, value, None)
+        self.host_sysctls_saved.setdefault(key, old)
 
     def spawn(self, ns: str, module: str, *args: str) -> subprocess.Popen:
         """Start `python -m module args` inside namespace ns (ip netns exec execs in place,
@@ -108,3 +136,15 @@ class LabNet:
         for ns in reversed(self.created):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
         self.created.clear()
+        self._restore_host_sysctls()
+
+    def _restore_host_sysctls(self) -> None:
+        path_of = lambda key: "/proc/sys/" + key.replace(".", "/")  # noqa: E731
+        for key, old in list(self.host_sysctls_saved.items()):
+            value = " ".join(map(str, old)) if isinstance(old, tuple) else str(old)
+            try:
+                with open(path_of(key), "w", encoding="utf-8") as handle:
+                    handle.write(value)
+                del self.host_sysctls_saved[key]
+            except OSError as exc:
+                print(f"dropdoc lab: could not restore {key}={value}: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Findings as data (catalogue.toml) evaluated over a measurement window."""
+"""Findings as data (rules/catalogue/*.toml) evaluated over a measurement window."""
 
 from .engine import Rule, evaluate, load_rules
 

@@ -29,6 +29,7 @@ class Rule:
     benign_reason: str = ""
     count: str = "sum"
     enricher: str | None = None
+    evaluator: str | None = None
     runbook: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -48,16 +49,26 @@ def parse_rules(text: str) -> list[Rule]:
         if rule.count not in ("sum", "max_per_device"):
             raise ValueError(f"rule {rule.id}: unknown count {rule.count}")
         rules.append(rule)
+    return _unique(rules)
+
+
+def _unique(rules: list[Rule]) -> list[Rule]:
     ids = [r.id for r in rules]
-    if len(ids) != len(set(ids)):
-        raise ValueError("duplicate rule id in catalogue")
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate rule ids in the catalogue: {duplicates}")
     return rules
 
 
 @lru_cache(maxsize=1)
 def load_rules() -> tuple[Rule, ...]:
-    text = resources.files("dropdoc.rules").joinpath("catalogue.toml").read_text(encoding="utf-8")
-    return tuple(parse_rules(text))
+    """Every rule of every rules/catalogue/*.toml file; ids unique across files."""
+    directory = resources.files("dropdoc.rules").joinpath("catalogue")
+    rules: list[Rule] = []
+    for entry in sorted(directory.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            rules += parse_rules(entry.read_text(encoding="utf-8"))
+    return tuple(_unique(rules))
 
 
 def matching(patterns: tuple[str, ...], values: dict[str, int | None]) -> dict[str, int | None]:
@@ -94,8 +105,25 @@ def severity_for(rule: Rule, rate: float) -> tuple[str, bool]:
     return "info", False
 
 
+def new_finding(rule: Rule, window: Window, drops: int, evidence: list[dict[str, Any]]) -> Finding:
+    """A finding for `drops` over the window, severity and benign-ness from the rule."""
+    seconds = window.seconds or 1.0
+    rate = drops / seconds
+    severity, benign = severity_for(rule, rate)
+    return Finding(
+        id=rule.id, layer=rule.layer, severity=severity, drops=drops, rate_per_s=rate, benign=benign,
+        title=rule.title, summary=rule.summary.format(drops=drops, rate=rate),
+        evidence=evidence, runbook=f"docs/runbook.md#{rule.runbook}",
+        explanation=rule.benign_reason if benign else None,
+    )
+
+
 def evaluate_rule(rule: Rule, window: Window) -> Finding | None | str:
     """A Finding, None (nothing dropped) or a string: why the rule could not be evaluated."""
+    from .enrichers import ENRICHERS, EVALUATORS  # late: enrichers import the engine's model
+
+    if rule.evaluator:
+        return EVALUATORS[rule.evaluator](rule, window)
     deltas = window.deltas
     drop_values = matching(rule.drop_counters, deltas.values)
     if not drop_values or all(v is None for v in drop_values.values()):
@@ -109,21 +137,13 @@ def evaluate_rule(rule: Rule, window: Window) -> Finding | None | str:
             return "counter reset during the window"
         return None
     seconds = window.seconds or 1.0
-    rate = drops / seconds
-    severity, benign = severity_for(rule, rate)
     evidence = [{"source": "counters", "counter": name, "delta": value, "rate_per_s": round(value / seconds, 3)}
                 for name, value in sorted(drop_values.items()) if value]
     evidence += [{"source": "counters", "counter": name, "delta": value}
                  for name, value in sorted(matching(rule.evidence_counters, deltas.values).items()) if value]
-    finding = Finding(
-        id=rule.id, layer=rule.layer, severity=severity, drops=drops, rate_per_s=rate, benign=benign,
-        title=rule.title, summary=rule.summary.format(drops=drops, rate=rate),
-        evidence=evidence, runbook=f"docs/runbook.md#{rule.runbook}",
-        explanation=rule.benign_reason if benign else None,
-    )
+    finding = new_finding(rule, window, drops, evidence)
     if rule.enricher:
-        from . import enrichers  # late import: enrichers use the engine's helpers
-        enrichers.ENRICHERS[rule.enricher](finding, window)
+        ENRICHERS[rule.enricher](finding, window)
     return finding
 
 

@@ -10,7 +10,7 @@ counter a kernel lacks is simply absent (None to callers), never 0.
 from __future__ import annotations
 
 from ..errors import ParseError
-from .base import ReadContext, Source, parse_int, register
+from .base import Source, parse_int, register
 
 Table = dict[str, dict[str, int]]
 

@@ -1,60 +1,18 @@
-"""Per-rule enrichment: name the affected sockets, processes, CPUs or devices and derive
-fixes from the measured numbers (never a fixed magic value).
-
-Each enricher takes the finding the engine built from counters and the window, and adds
-subjects, evidence, fixes and an explanation. They only read the window.
-"""
+"""TCP listeners: accept-queue overflow and SYN-queue drops."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-from ..model import Finding
-from ..sources.process_sockets import SocketOwners
-from ..sources.sysctls import GLOBAL_KEYS
-from ..window import ListenerStats, Window
+from ...model import Finding
+from ...window import ListenerStats, Window
+from . import enricher
+from .common import next_power_of_two, owner_fields, sysctl, sysctl_fix, who
 
 # Linux clamps somaxconn to what fits; 65535 is the largest value that was ever honoured
 # by every kernel still in service (sk_max_ack_backlog was u16 before 4.x).
 SOMAXCONN_CEILING = 65535
 SUSTAINED_FULL_FRACTION = 0.9
-
-ENRICHERS: dict[str, Callable[[Finding, Window], None]] = {}
-
-
-def enricher(name: str):
-    def register(func: Callable[[Finding, Window], None]):
-        ENRICHERS[name] = func
-        return func
-    return register
-
-
-def next_power_of_two(value: int) -> int:
-    return 1 << max(int(value) - 1, 0).bit_length()
-
-
-def sysctl(window: Window, key: str) -> Any:
-    values = window.after.data("sysctls") or {}
-    return values.get(key)
-
-
-def owner_fields(window: Window, inode: int) -> dict[str, Any]:
-    owners: SocketOwners | None = window.after.data("process_sockets")
-    owner = owners.owner(inode) if owners else None
-    return {"pid": owner[0] if owner else None, "process": owner[1] if owner else None}
-
-
-def who(subject: dict[str, Any]) -> str:
-    if subject.get("pid") is None:
-        return f"the process listening on {subject['socket']} (owner unknown: run as root)"
-    return f"pid {subject['pid']} ({subject['process']})"
-
-
-def sysctl_fix(window: Window, key: str, current: Any, proposed: Any, note: str) -> dict[str, Any]:
-    scope = "global: changes the whole host" if key in GLOBAL_KEYS else "per network namespace"
-    return {"kind": "sysctl", "key": key, "current": current, "proposed": proposed,
-            "netns": window.after.netns, "scope": scope, "note": note}
-
 
 # --- tcp.listen_overflow ------------------------------------------------------------------
 
@@ -149,7 +107,6 @@ def _listen_fixes(finding: Finding, window: Window, somaxconn: int | None,
             "add accept workers/threads or capacity; a larger queue alone will not stop the drops")})
     return fixes
 
-
 # --- tcp.syn_queue_full -------------------------------------------------------------------
 
 @enricher("syn_queue")
@@ -167,67 +124,3 @@ def syn_queue(finding: Finding, window: Window) -> None:
     finding.explanation = ("SYN-queue drops carry no kernel drop reason: a packet trace will not show "
                            "them, only this counter does")
 
-
-# --- udp.rcvbuf_full ----------------------------------------------------------------------
-
-@enricher("udp_sockets")
-def udp_sockets(finding: Finding, window: Window) -> None:
-    sockets = {s.inode: s for s in (window.after.data("udp_sockets") or [])}
-    per_socket = []
-    for name, value in window.deltas.values.items():
-        if name.startswith("udpsock.") and value:
-            inode = int(name.split(".")[1])
-            if inode in sockets:
-                per_socket.append((value, sockets[inode]))
-    for drops, sock in sorted(per_socket, key=lambda item: -item[0])[:5]:
-        finding.subjects.append({"socket": sock.endpoint, **owner_fields(window, sock.inode),
-                                 "drops": drops, "rx_queue": sock.rx_queue})
-    default = sysctl(window, "net.core.rmem_default")
-    maximum = sysctl(window, "net.core.rmem_max")
-    if isinstance(default, int):
-        proposed = next_power_of_two(2 * default)
-        finding.fixes.append(sysctl_fix(window, "net.core.rmem_default", default, proposed,
-                                        "applies to sockets created afterwards: restart the receiving application"))
-        if isinstance(maximum, int) and maximum < proposed:
-            finding.fixes.append(sysctl_fix(window, "net.core.rmem_max", maximum, proposed,
-                                            "caps what an application may ask for with SO_RCVBUF"))
-    names = ", ".join(who(s) for s in finding.subjects) or "the receiving application"
-    finding.fixes.append({"kind": "app", "text": (
-        f"{names} reads datagrams more slowly than they arrive: set SO_RCVBUF, read in batches "
-        "(recvmmsg), or spread the load over more sockets (SO_REUSEPORT)")})
-
-
-# --- cpu.backlog_drop ---------------------------------------------------------------------
-
-@enricher("softnet")
-def softnet(finding: Finding, window: Window) -> None:
-    for name, value in sorted(window.deltas.values.items()):
-        if name.startswith("softnet.cpu") and name.endswith(".dropped") and value:
-            finding.subjects.append({"cpu": int(name.split(".")[1][3:]), "drops": value})
-    current = sysctl(window, "net.core.netdev_max_backlog")
-    if isinstance(current, int):
-        finding.fixes.append(sysctl_fix(window, "net.core.netdev_max_backlog", current,
-                                        next_power_of_two(2 * current),
-                                        "global: changes the whole host, not only this namespace"))
-    if len(finding.subjects) == 1:
-        finding.fixes.append({"kind": "config", "text": (
-            f"all drops are on CPU {finding.subjects[0]['cpu']}: spread receive processing with RSS "
-            "(more NIC queues) or RPS (/sys/class/net/<dev>/queues/rx-*/rps_cpus)")})
-
-
-# --- nic.rx_missed ------------------------------------------------------------------------
-
-@enricher("nic")
-def nic(finding: Finding, window: Window) -> None:
-    per_device: dict[str, dict[str, int]] = {}
-    for name, value in window.deltas.values.items():
-        if not name.startswith("link.") or not value:
-            continue
-        device, _, counter = name[len("link."):].rpartition(".")  # VLAN devices: eth0.100
-        if device and counter in ("rx_missed_errors", "rx_fifo_errors", "rx_over_errors"):
-            per_device.setdefault(device, {})[counter] = value
-    for device, counters in sorted(per_device.items()):
-        finding.subjects.append({"interface": device, **counters})
-        finding.fixes.append({"kind": "command", "text": (
-            f"ethtool -g {device}  # then raise the RX ring to its maximum: ethtool -G {device} rx <max>; "
-            "also check IRQ/RSS spread (ethtool -l, /proc/interrupts)")})
