@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ..errors import DropdocError, translated
 from .. import netns as netns_mod
-from ..sources.sysctls import GLOBAL_KEYS, KEYS, Value, key_path, parse_value
+from ..sources import sysctls as sysctl_source
+from ..sources.sysctls import Value, key_path, parse_value
 
 # Upper bounds we accept for single-integer keys: beyond these the kernel either clamps
 # or the value is certainly a mistake.
@@ -30,9 +31,9 @@ class UnsafeChange(DropdocError):
 
 
 def validate(key: str, value: int, netns: str | None) -> None:
-    if key not in KEYS:
+    if key not in sysctl_source.KEYS:
         raise UnsafeChange(f"{key}: not a sysctl dropdoc manages")
-    if netns is not None and key in GLOBAL_KEYS:
+    if netns is not None and key in sysctl_source.GLOBAL_KEYS:
         raise UnsafeChange(f"{key} is global, not per network namespace: writing it for netns "
                            f"{netns} would change the whole host")
     limit = INT_LIMITS.get(key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..errors import ParseError, SourceUnavailable
 from .base import ReadContext, Source, register
 
-KEYS = (
+KEYS: tuple[str, ...] = (
     "net.core.somaxconn",
     "net.ipv4.tcp_max_syn_backlog",
     "net.ipv4.tcp_syncookies",
@@ -29,10 +29,17 @@ KEYS = (
 )
 
 # Not per network namespace: writing them changes the whole host.
-GLOBAL_KEYS = frozenset({
+GLOBAL_KEYS: frozenset[str] = frozenset({
     "net.core.netdev_max_backlog", "net.core.netdev_budget", "net.core.netdev_budget_usecs",
     "net.core.rps_sock_flow_entries", "net.ipv4.udp_mem", "net.ipv4.tcp_mem",
 })
+
+
+def want(keys: tuple[str, ...], global_keys: tuple[str, ...] = ()) -> None:
+    """Let another module (a source or enricher area) add the sysctls its rules need."""
+    global KEYS, GLOBAL_KEYS
+    KEYS = KEYS + tuple(k for k in keys if k not in KEYS)
+    GLOBAL_KEYS = GLOBAL_KEYS | frozenset(global_keys)
 
 Value = int | tuple[int, ...] | str
 

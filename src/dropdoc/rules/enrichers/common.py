@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...sources.process_sockets import SocketOwners
-from ...sources.sysctls import GLOBAL_KEYS
+from ...sources import sysctls as sysctl_source
 from ...window import Window
 
 
@@ -31,6 +31,6 @@ def who(subject: dict[str, Any]) -> str:
 
 
 def sysctl_fix(window: Window, key: str, current: Any, proposed: Any, note: str) -> dict[str, Any]:
-    scope = "global: changes the whole host" if key in GLOBAL_KEYS else "per network namespace"
+    scope = "global: changes the whole host" if key in sysctl_source.GLOBAL_KEYS else "per network namespace"
     return {"kind": "sysctl", "key": key, "current": current, "proposed": proposed,
             "netns": window.after.netns, "scope": scope, "note": note}
