@@ -41,7 +41,9 @@ if sys.version_info < (3, 11):
     sys.exit(f"install.sh: dropdoc needs Python >= 3.11, found {sys.version.split()[0]}")
 PY
 
-[[ -x .venv/bin/python ]] || "$python" -m venv .venv
+# Reuse .venv only if it works: a half-made one (e.g. from `python3 -m venv` run before
+# python3-venv was installed, or an interrupted run) has a python but no pip, and is remade.
+.venv/bin/python -m pip --version >/dev/null 2>&1 || "$python" -m venv --clear .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null || true
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras}"
 echo "install.sh: dropdoc installed: $(pwd)/.venv/bin/dropdoc ($(.venv/bin/dropdoc --version))"

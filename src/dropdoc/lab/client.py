@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import argparse
 import errno
-import ipaddress
 import json
 import selectors
 import socket
 import sys
 import time
 
-LAB_NETWORK = ipaddress.ip_network("198.18.0.0/15")
+from .targets import LAB_NETWORK, allowed_target, split_target
+
 MAX_CONNECTIONS = 5000
-
-
-def allowed_target(host: str) -> bool:
-    address = ipaddress.ip_address(host)
-    return address.is_loopback or (address.version == 4 and address in LAB_NETWORK)
 
 
 def burst(host: str, port: int, connections: int, rate: float, max_seconds: float) -> dict[str, int]:
@@ -73,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=400.0, help="new connections per second")
     parser.add_argument("--max-seconds", type=float, default=6.0)
     args = parser.parse_args(argv)
-    host, _, port = args.target.rpartition(":")
-    host = host.strip("[]")
+    host, port = split_target(args.target)
     if not allowed_target(host):
         print(f"refusing to send to {host}: only the lab range {LAB_NETWORK} or loopback", file=sys.stderr)
         return 2
