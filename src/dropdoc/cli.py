@@ -67,8 +67,10 @@ def main() -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--from", "bundle", type=click.Path(dir_okay=False),
               help="diagnose a bundle written by `dropdoc collect -o` instead of this system")
+@click.option("--trace/--no-trace", "trace", default=None,
+              help="trace kfree_skb drop reasons during the window [default: on when root]")
 @friendly_errors
-def diagnose(netns: str | None, duration: float, fmt: str, bundle: str | None) -> None:
+def diagnose(netns: str | None, duration: float, fmt: str, bundle: str | None, trace: bool | None) -> None:
     """Measure for a window and report ranked findings with evidence and fixes."""
     from .diagnose import diagnose as run_diagnosis, diagnose_bundle
 
@@ -78,7 +80,7 @@ def diagnose(netns: str | None, duration: float, fmt: str, bundle: str | None) -
         result = diagnose_bundle(bundle)
     else:
         with progress_bar(f"measuring {duration:g} s", duration, fmt == "text") as tick:
-            result = run_diagnosis(netns, duration, on_tick=tick)
+            result = run_diagnosis(netns, duration, on_tick=tick, trace=trace)
     if fmt == "json":
         click.echo(json_out.dumps(result.to_dict()))
     else:
@@ -117,6 +119,36 @@ def collect(netns: str | None, root: str, fmt: str, output: str | None, duration
     click.echo(json_out.dumps(snapshot.to_dict()))
 
 
+@main.command("fix")
+@click.option("--netns", help="network namespace name (live measurement)")
+@click.option("--duration", default=5.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="measurement window (before, and again after applying)")
+@click.option("--from", "source", type=click.Path(dir_okay=False),
+              help="plan from the JSON of `dropdoc diagnose --format json` instead of measuring")
+@click.option("--apply", "do_apply", is_flag=True, help="make the changes (default: show the plan only)")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation (scripts)")
+@click.option("--persist", is_flag=True, help="after a successful run, write kept sysctls to --persist-file")
+@click.option("--persist-file", default="/etc/sysctl.d/90-dropdoc.conf", show_default=True,
+              type=click.Path(dir_okay=False))
+@click.option("--journal", "journal_path", default="/var/lib/dropdoc/journal.jsonl", show_default=True,
+              type=click.Path(dir_okay=False), help="where every change is recorded")
+@click.option("--rollback", is_flag=True, help="restore the previous values of the last run (or --run)")
+@click.option("--run", "run_id", help="with --rollback: the run to undo")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@friendly_errors
+def fix(netns: str | None, duration: float, source: str | None, do_apply: bool, yes: bool, persist: bool,
+        persist_file: str, journal_path: str, rollback: bool, run_id: str | None, fmt: str) -> None:
+    """Plan the fixes of a diagnosis; with --apply make, verify and keep or roll them back."""
+    from .fix import cli_support
+
+    signal.signal(signal.SIGTERM, _terminate_as_exit)
+    code = cli_support.run(netns=netns, duration=duration, source=source, do_apply=do_apply, yes=yes,
+                           persist=persist, persist_file=persist_file, journal_path=journal_path,
+                           rollback=rollback, run_id=run_id, fmt=fmt,
+                           progress=lambda label, total: progress_bar(label, total, fmt == "text"))
+    sys.exit(code)
+
+
 @main.group()
 def lab() -> None:
     """Reproducible fault scenarios in network namespaces."""
@@ -152,6 +184,33 @@ def lab_run(name: str, fix: bool, fmt: str) -> None:
     else:
         text.render_lab(result, console)
     sys.exit(text.lab_exit_code(result))
+
+
+@main.command("trace")
+@click.option("--netns", help="count only drops in this network namespace (as in `ip netns list`)")
+@click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(0, 86400),
+              help="seconds to trace; 0 = until Ctrl-C")
+@click.option("--by", "by", default="reason,location", show_default=True,
+              help="aggregate by a comma list of reason,location,proto,port,netns")
+@click.option("--proto", help="only this protocol: ipv4, ipv6, arp, tcp, udp, icmp, icmpv6, sctp")
+@click.option("--port", type=click.IntRange(1, 65535), help="only this destination port")
+@click.option("--backend", type=click.Choice(["auto", "bpf", "tracefs"]), default="auto", show_default=True)
+@click.option("--top", default=20, show_default=True, type=click.IntRange(1, 10000), help="rows shown")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@friendly_errors
+def trace_cmd(netns: str | None, duration: float, by: str, proto: str | None, port: int | None,
+              backend: str, top: int, fmt: str) -> None:
+    """Count kernel packet drops (skb:kfree_skb) by reason and location, aggregated in the kernel."""
+    from .trace.render import run_command
+    from .trace.tracer import parse_by, parse_proto
+
+    try:
+        fields = parse_by(by)
+        parse_proto(proto)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    result = run_command(netns, duration, fields, proto, port, backend, top, fmt)
+    sys.exit(EXIT_NOT_MEASURED if result.backend == "unavailable" else 0)
 
 
 if __name__ == "__main__":

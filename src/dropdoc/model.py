@@ -58,6 +58,8 @@ class Diagnosis:
     findings: list[Finding] = field(default_factory=list)
     not_evaluated: dict[str, str] = field(default_factory=dict)  # rule id -> why
     counter_resets: list[str] = field(default_factory=list)
+    # The drop tracer's part: backend, per-reason totals, and what only it saw (None: not traced).
+    trace: dict[str, Any] | None = None
     # Every counter delta of the window (None: missing), for callers that verify a fix.
     counter_deltas: dict[str, int | None] = field(default_factory=dict, repr=False)
 
@@ -94,4 +96,5 @@ class Diagnosis:
             "findings": [f.to_dict() for f in self.findings],
             "not_evaluated": self.not_evaluated,
             "counter_resets": self.counter_resets,
+            **({"trace": self.trace} if self.trace is not None else {}),
         }

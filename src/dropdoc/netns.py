@@ -85,8 +85,13 @@ def inode_of(name: str | None) -> int | None:
 
 
 def is_initial_netns() -> bool:
-    """True if this thread is in the namespace of pid 1 (where /sys matches)."""
+    """True if this thread is in the host's (initial) network namespace, where /sys matches.
+
+    Compared with kthreadd (pid 2): kernel threads live in the initial namespace, and
+    unlike pid 1 (which sandboxes may shield from ptrace access) its ns link is readable.
+    Fallback: global-only sysctls such as netdev_max_backlog exist only there.
+    """
     try:
-        return os.stat("/proc/thread-self/ns/net").st_ino == os.stat("/proc/1/ns/net").st_ino
+        return os.stat("/proc/thread-self/ns/net").st_ino == os.stat("/proc/2/ns/net").st_ino
     except OSError:
-        return False
+        return os.path.exists("/proc/sys/net/core/netdev_max_backlog")

@@ -89,9 +89,15 @@ def take_snapshot(netns: str | None = None, root: str = "/", final: bool = True,
         wanted = [s for s in wanted if not s.final_only]
     live = root == "/"
     recorder: dict[str, bytes] | None = {} if record else None
+    host_sysctls = None
+    if live and netns is not None:
+        from .sources import sysctls
+
+        host_sysctls = sysctls.read_keys(ReadContext(), tuple(sorted(sysctls.GLOBAL_KEYS)))
     with netns_mod.entered(netns if live else None):
         local = not live or netns_mod.is_initial_netns()
-        ctx = ReadContext(root=root, netns=netns, live=live, sysfs_is_local=local, recorder=recorder)
+        ctx = ReadContext(root=root, netns=netns, live=live, sysfs_is_local=local, recorder=recorder,
+                          host_sysctls=host_sysctls)
         snap = Snapshot(time.monotonic(), time.time(), netns, kernel_release(root),
                         raw=recorder, sysfs_is_local=local)
         for source in wanted:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from . import delta as delta_mod
 from . import netns as netns_mod
@@ -44,6 +44,8 @@ class Window:
     deltas: delta_mod.CounterDeltas
     listeners: dict[int, ListenerStats] = field(default_factory=dict)  # by inode
     listener_sampling: str = "ok"
+    # The drop tracer's result over the same window (dropdoc.trace/1 dict), None: not traced.
+    trace: dict[str, Any] | None = None
 
     @property
     def seconds(self) -> float:
@@ -62,10 +64,30 @@ def _sample_listeners(netns: str | None, stats: dict[int, ListenerStats]) -> Non
 
 def measure(netns: str | None = None, duration: float = 5.0, sample_interval: float = 0.1,
             on_start: Callable[[], None] | None = None,
-            on_tick: Callable[[float], None] | None = None, record: bool = False) -> Window:
+            on_tick: Callable[[float], None] | None = None, record: bool = False,
+            trace: bool = False) -> Window:
     """Measure `duration` seconds in `netns`. on_start runs right after the first snapshot
     (the lab starts its load there); on_tick(elapsed) drives a progress display;
-    record=True keeps the raw answers of both snapshots (for bundles)."""
+    record=True keeps the raw answers of both snapshots (for bundles); trace=True runs
+    the kfree_skb drop tracer over the same window (released on every exit path)."""
+    if not trace:
+        return _measure(netns, duration, sample_interval, on_start, on_tick, record)
+    from .trace.tracer import finish_window, start_window
+
+    # Attached before the first snapshot: attaching takes ~100 ms (BTF parsing).
+    tracer = start_window(netns)
+    result = None
+    try:
+        window = _measure(netns, duration, sample_interval, on_start, on_tick, record)
+    finally:
+        result = finish_window(tracer)
+    window.trace = result.to_dict()
+    return window
+
+
+def _measure(netns: str | None, duration: float, sample_interval: float,
+             on_start: Callable[[], None] | None, on_tick: Callable[[float], None] | None,
+             record: bool) -> Window:
     stats: dict[int, ListenerStats] = {}
     sampling = "ok"
     before = take_snapshot(netns, final=False, record=record)

@@ -16,9 +16,15 @@ requires_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is No
                                    reason="needs root and iproute2 (network namespaces)")
 
 
+# Namespaces made by this test run carry this prefix (LabNet reads it from the environment,
+# also in the dropdoc subprocesses the tests start), so parallel runs leave each other alone.
+RUN_PREFIX = f"{os.getpid() % 0xfff:03x}"
+os.environ["DROPDOC_LAB_TAG_PREFIX"] = RUN_PREFIX
+
+
 def lab_namespaces() -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return [line.split()[0] for line in out.splitlines() if line.startswith("ddlab-")]
+    return [line.split()[0] for line in out.splitlines() if line.startswith(f"ddlab-{RUN_PREFIX}")]
 
 
 @pytest.fixture

@@ -57,3 +57,10 @@ def test_host_sysctl_changed_by_a_scenario_is_restored(no_leftovers):
             assert int(open(path).read()) == original + 7
             raise RuntimeError("scenario failed midway")
     assert int(open(path).read()) == original
+
+
+def test_global_sysctls_are_read_from_the_host_for_a_namespace(lab):
+    host_value = int(open("/proc/sys/net/core/netdev_max_backlog").read())
+    inside = take_snapshot(lab.server_ns)
+    # /proc/sys/net/core/netdev_max_backlog does not exist inside a child namespace
+    assert inside.data("sysctls")["net.core.netdev_max_backlog"] == host_value

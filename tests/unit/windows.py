@@ -181,3 +181,141 @@ def quiet_window(host: Host | None = None, seconds: float = 5.0) -> Window:
     """A window in which nothing moved."""
     host = host or Host()
     return make_window(host.snapshot(0.0), host.snapshot(seconds))
+
+
+# --- network layer (tests/unit/test_rules_network.py) --------------------------------------
+# A Host that also carries the network-layer sources: host-wide neighbour statistics and the
+# namespace's interfaces/routes/neighbour entries, plus the counters the network rules read
+# that base_snmp/base_netstat leave out.
+
+def neigh_table(table: str = "arp", entries: int = 12, **counters: int):
+    from dropdoc.sources.neighbour import KNOWN_COLUMNS, NeighTable
+
+    values = dict.fromkeys(KNOWN_COLUMNS[1:], 0) | {"lookups": 4_000, "hits": 3_500, "allocs": 40}
+    values.update(counters)
+    return NeighTable(table=table, entries=entries, counters=values, cpus=4, path=f"proc/net/stat/{table}_cache")
+
+
+def net_interface(name: str, index: int, mtu: int = 1500, rp_filter: int = 0, unres_qlen_bytes: int = 212992):
+    from dropdoc.sources.network_conf import Interface
+
+    return Interface(name=name, index=index, mtu=mtu, rp_filter=rp_filter, unres_qlen_bytes=unres_qlen_bytes)
+
+
+def route(destination: str, interface: str, gateway: str | None = None, family: int = 4, reject: bool = False):
+    from dropdoc.sources.network_conf import RTF_GATEWAY, RTF_REJECT, RTF_UP, Route
+
+    flags = RTF_UP | (RTF_GATEWAY if gateway else 0) | (RTF_REJECT if reject else 0)
+    return Route(family=family, destination=destination, gateway=gateway, interface=interface, metric=0, flags=flags)
+
+
+def neighbour(address: str, interface: str, state: str = "REACHABLE", lladdr: str | None = "02:00:00:00:00:01"):
+    from dropdoc.sources.network_conf import Neighbour
+
+    return Neighbour(family=6 if ":" in address else 4, address=address, interface=interface, state=state,
+                     lladdr=None if state in ("INCOMPLETE", "FAILED") else lladdr)
+
+
+def base_network_conf():
+    from dropdoc.sources.network_conf import NetworkConf
+
+    return NetworkConf(
+        interfaces={"lo": net_interface("lo", 1, mtu=65536), "eth0": net_interface("eth0", 2),
+                    "eth1": net_interface("eth1", 3)},
+        rp_filter_all=0, rp_filter_default=0,
+        routes=[route("default", "eth0", gateway="10.0.0.1"), route("10.0.0.0/24", "eth0"),
+                route("10.1.0.0/24", "eth1")],
+        neighbours=[neighbour("10.0.0.1", "eth0")],
+    )
+
+
+NETWORK_SYSCTLS = {
+    "net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 0,
+    "net.ipv4.conf.all.rp_filter": 0, "net.ipv4.conf.default.rp_filter": 0,
+    "net.ipv4.ipfrag_time": 30, "net.ipv4.ipfrag_high_thresh": 4_194_304, "net.ipv4.ipfrag_low_thresh": 3_145_728,
+    "net.ipv6.ip6frag_time": 60, "net.ipv6.ip6frag_high_thresh": 4_194_304, "net.ipv6.ip6frag_low_thresh": 3_145_728,
+    "net.ipv4.ip_no_pmtu_disc": 0, "net.ipv4.ip_default_ttl": 64,
+    "net.ipv4.neigh.default.gc_thresh1": 128, "net.ipv4.neigh.default.gc_thresh2": 512,
+    "net.ipv4.neigh.default.gc_thresh3": 1024, "net.ipv6.neigh.default.gc_thresh1": 128,
+    "net.ipv6.neigh.default.gc_thresh2": 512, "net.ipv6.neigh.default.gc_thresh3": 1024,
+    "net.ipv4.neigh.default.unres_qlen_bytes": 212992, "net.ipv6.neigh.default.unres_qlen_bytes": 212992,
+}
+
+
+@dataclass
+class NetHost(Host):
+    """A Host (a router with eth0/eth1) with the network-layer sources as well."""
+
+    neighbour: Any = None
+    network_conf: Any = field(default_factory=base_network_conf)
+
+    def __post_init__(self) -> None:
+        from dropdoc.sources.neighbour import NeighbourStats
+
+        if self.neighbour is None:
+            self.neighbour = NeighbourStats({"arp": neigh_table("arp"), "ndisc": neigh_table("ndisc", entries=4)})
+        self.snmp["Icmp"].update({"OutRateLimitHost": 0, "OutRateLimitGlobal": 0, "OutRedirects": 0,
+                                  "InTimeExcds": 0})
+        self.netstat["TcpExt"].setdefault("IPReversePathFilter", 0)
+        self.netstat["IpExt"].setdefault("ReasmOverlaps", 0)
+        for name in ("Ip6.InHdrErrors", "Ip6.InNoRoutes", "Ip6.OutNoRoutes", "Ip6.OutForwDatagrams",
+                     "Ip6.ReasmTimeout", "Ip6.ReasmReqds", "Ip6.ReasmOKs", "Ip6.ReasmFails", "Ip6.FragOKs",
+                     "Ip6.FragFails", "Ip6.FragCreates", "Icmp6.OutTimeExcds", "Icmp6.OutPktTooBigs"):
+            self.snmp6.setdefault(name, 0)
+        self.sysctls.update(NETWORK_SYSCTLS)
+        self.link.setdefault("eth1", dict(self.link["eth0"]) | {"rx_packets": 1_000, "tx_packets": 1_000})
+
+    def bump_neigh(self, table: str, counter: str, by: int) -> None:
+        """Add `by` to one neighbour-table counter ("arp", "unresolved_discards")."""
+        from dropdoc.sources.neighbour import NeighbourStats, NeighTable
+
+        old = self.neighbour.tables[table]
+        counters = dict(old.counters)
+        counters[counter] += by
+        tables = dict(self.neighbour.tables)
+        tables[table] = NeighTable(old.table, old.entries, counters, old.cpus, old.host_wide, old.path)
+        self.neighbour = NeighbourStats(tables)
+
+    def snapshot(self, t: float) -> Snapshot:
+        snap = super().snapshot(t)
+        for name in ("neighbour", "network_conf"):
+            if name in self.broken:
+                status, error = self.broken[name]
+                snap.results[name] = SourceResult(status, error=error)
+            else:
+                snap.results[name] = SourceResult("ok", copy.deepcopy(getattr(self, name)))
+        return snap
+
+
+# --- kernel layer (tests/unit/test_rules_kernel.py) -----------------------------------------
+# The qdisc source (sources/qdisc.py) of the same server: noqueue on lo, the default
+# pfifo_fast on eth0 (limit = txqueuelen). KernelHost carries it in every snapshot.
+
+def qdisc(dev: str = "eth0", kind: str = "pfifo_fast", handle: int = 0, parent: int = 0xFFFFFFFF,
+          ifindex: int = 2, **values: Any):
+    from dropdoc.sources.qdisc import Qdisc
+
+    defaults = dict(bytes=9_000_000_000, packets=6_000_000, qlen=0, backlog=0, drops=1_000, requeues=5,
+                    overlimits=0, txqueuelen=1000)
+    return Qdisc(ifindex=ifindex, dev=dev, kind=kind, handle=handle, parent=parent, **{**defaults, **values})
+
+
+def base_qdiscs() -> list:
+    return [qdisc("lo", "noqueue", ifindex=1, bytes=0, packets=0, drops=0, requeues=0),
+            qdisc("eth0", "pfifo_fast", limit=1000, limit_unit="packets")]
+
+
+@dataclass
+class KernelHost(Host):
+    """A Host with the qdisc source as well."""
+
+    qdisc: list = field(default_factory=base_qdiscs)
+
+    def snapshot(self, t: float) -> Snapshot:
+        snap = super().snapshot(t)
+        if "qdisc" in self.broken:
+            status, error = self.broken["qdisc"]
+            snap.results["qdisc"] = SourceResult(status, error=error)
+        else:
+            snap.results["qdisc"] = SourceResult("ok", copy.deepcopy(self.qdisc))
+        return snap

@@ -1,6 +1,8 @@
-"""Running a lab scenario: build, load, diagnose; with fix=True apply the proposed
-per-namespace sysctls, restart the servers (a new somaxconn only applies when the
-application calls listen() again) and measure the same load again."""
+"""Running a lab scenario: build, load, diagnose; with fix=True plan and apply the
+proposed fixes in the measured namespace (dropdoc.fix: validated, journaled in memory),
+restart the servers (a new somaxconn only applies when the application calls listen()
+again), measure the same load again and let the fixer verify - keeping what lowered the
+drops and rolling back what did not."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Any, Callable
 
 from ..diagnose import diagnose
 from ..errors import DropdocError
-from ..fix.sysctl import UnsafeChange, write_sysctl
+from ..fix.sysctl import write_sysctl
 from ..model import Diagnosis
 from .model import CLIENT, PORT, SERVER, Program, Scenario, all_scenarios
 from .topology import LabError, LabNet
@@ -40,6 +42,7 @@ class LabResult:
     refused: list[str] = field(default_factory=list)
     after: Measurement | None = None
     server_pids_after: list[int] = field(default_factory=list)
+    fix_report: Any = None  # dropdoc.fix.fixer.FixReport: plan, verdicts, rollbacks
 
     @property
     def server_pid(self) -> int | None:
@@ -58,6 +61,10 @@ class LabResult:
             out["fix"] = {"applied": self.applied, "refused": self.refused,
                           "server_pids_after_restart": self.server_pids_after,
                           "load": self.after.load, "diagnosis": self.after.diagnosis.to_dict()}
+            if self.fix_report is not None:
+                report = self.fix_report.to_dict()
+                out["fix"].update({k: report[k] for k in ("plan", "verification", "rolled_back", "exit_code")
+                                   if k in report})
         return out
 
 
@@ -69,7 +76,7 @@ def get(name: str) -> Scenario:
 
 
 def _namespace(lab: LabNet, side: str) -> str:
-    return lab.server_ns if side == SERVER else lab.client_ns
+    return lab.namespace(side)  # "server", "client", or "router" in routed labs
 
 
 def _start(lab: LabNet, program: Program) -> subprocess.Popen:
@@ -109,28 +116,52 @@ def _measure(lab: LabNet, scenario: Scenario, on_tick: Callable[[float], None] |
     return Measurement(diagnosis, _collect_load(lab, loads))
 
 
-def _apply_fixes(diagnosis: Diagnosis, netns: str) -> tuple[list[dict[str, Any]], list[str]]:
-    applied, refused = [], []
-    for finding in diagnosis.findings:
-        if not finding.harmful:
-            continue
-        for fix in finding.fixes:
-            if fix.get("kind") != "sysctl":
-                continue
-            try:
-                old = write_sysctl(fix["key"], fix["proposed"], netns)
-                applied.append({"finding": finding.id, "key": fix["key"], "old": old,
-                                "new": fix["proposed"], "netns": netns})
-            except UnsafeChange as exc:
-                refused.append(str(exc))
-    return applied, refused
+def _apply_fixes(lab: LabNet, scenario: Scenario, result: LabResult, servers: list[subprocess.Popen],
+                 phase: Callable[[str], None], on_tick: Callable[[float], None] | None) -> None:
+    """Plan, apply, restart the servers, re-measure the same load, verify (dropdoc.fix)."""
+    from ..fix.fixer import execute
+    from ..fix.journal import Journal
+    from ..fix.plan import REFUSED, UNREADABLE, make_plan
+
+    measured_ns = _namespace(lab, scenario.measure_side)
+    plan = make_plan(result.before.diagnosis.to_dict(), source=f"lab scenario {scenario.name}",
+                     netns=measured_ns, use_diagnosis_netns=False)
+    result.refused = [f"{c.target}: {c.reason}" for c in plan.changes if c.status in (REFUSED, UNREADABLE)]
+
+    def restart_and_measure() -> Diagnosis:
+        for process in servers:
+            lab.stop(process)  # new limits apply when the server calls listen()/socket() again
+        time.sleep(0.2)
+        servers[:] = [_start(lab, program) for program in scenario.servers]
+        result.server_pids_after = [p.pid for p in servers]
+        phase(f"servers restarted as {result.server_pids_after}; measuring the same load again")
+        result.after = _measure(lab, scenario, on_tick)
+        return result.after.diagnosis
+
+    report = execute(plan, Journal(None), restart_and_measure,
+                     before_counters=result.before.diagnosis.counter_deltas, on_phase=phase)
+    result.fix_report = report
+    result.applied = [{"finding": a.planned.findings[0], "findings": a.planned.findings, "kind": a.change.kind,
+                       "key": a.change.target, "old": a.old, "new": a.planned.proposed, "netns": a.change.netns,
+                       "verdict": a.verdict, "detail": a.detail, **({"restored": a.restored} if a.restored else {})}
+                      for a in report.applied]
+    if report.error:
+        result.refused.append(report.error)
+    if result.after is None:  # nothing was applied: show the same load without a change
+        phase("nothing applied: " + ("; ".join(result.refused) or "no change proposed"))
+        restart_and_measure()
+    for check in (report.verification.checks if report.verification else []):
+        phase(f"{check.id}: {check.before_rate or 0:.1f}/s before, "
+              f"{check.after_rate if check.after_rate is not None else float('nan'):.1f}/s after: {check.verdict}")
+    for applied in report.applied:
+        phase(f"{applied.change.target}: {applied.verdict}" + (f" ({applied.restored})" if applied.restored else ""))
 
 
 def run(name: str, fix: bool = False, on_phase: Callable[[str], None] | None = None,
         on_tick: Callable[[float], None] | None = None) -> LabResult:
     scenario = get(name)
     phase = on_phase or (lambda text: None)
-    with LabNet() as lab:
+    with LabNet(router=scenario.router) as lab:
         phase(f"building namespaces {lab.server_ns} and {lab.client_ns}")
         for side, values in ((SERVER, scenario.server_sysctls), (CLIENT, scenario.client_sysctls)):
             for key, value in values.items():
@@ -142,15 +173,6 @@ def run(name: str, fix: bool = False, on_phase: Callable[[str], None] | None = N
         result = LabResult(scenario, lab.server_ns, lab.client_ns, [p.pid for p in servers],
                            _measure(lab, scenario, on_tick))
         if fix:
-            measured_ns = _namespace(lab, scenario.measure_side)
-            result.applied, result.refused = _apply_fixes(result.before.diagnosis, measured_ns)
-            phase("applied: " + (", ".join(f"{a['key']}={a['new']}" for a in result.applied) or "nothing"))
-            for process in servers:
-                lab.stop(process)  # new limits apply when the server calls listen()/socket() again
-            time.sleep(0.2)
-            servers = [_start(lab, program) for program in scenario.servers]
-            result.server_pids_after = [p.pid for p in servers]
-            phase(f"servers restarted as {result.server_pids_after}; measuring the same load again")
-            result.after = _measure(lab, scenario, on_tick)
+            _apply_fixes(lab, scenario, result, servers, phase, on_tick)
         phase("tearing down the lab")
     return result

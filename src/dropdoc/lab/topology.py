@@ -1,4 +1,6 @@
-"""The lab network: a server and a client namespace joined by a veth pair.
+"""The lab network: a server and a client namespace joined by a veth pair - or, with
+router=True, a client - router - server chain of three namespaces and two veth pairs
+(forwarding on in the router) for network-layer scenarios.
 
 Everything the lab creates is owned by one LabNet and removed in `close()`, which the
 context manager calls on normal exit, on errors and on Ctrl-C; the CLI turns SIGTERM
@@ -20,6 +22,11 @@ from ..errors import DropdocError, NeedsPrivilege
 SERVER_ADDRESS = "198.18.0.1"
 CLIENT_ADDRESS = "198.18.0.2"
 PREFIX = 30
+# With a router: server 198.18.0.1/30 - 198.18.0.2/30 router 198.18.1.1/30 - 198.18.1.2/30 client.
+ROUTER_SERVER_ADDRESS = "198.18.0.2"
+ROUTER_CLIENT_ADDRESS = "198.18.1.1"
+ROUTED_CLIENT_ADDRESS = "198.18.1.2"
+LAB_PREFIX = "198.18.0.0/15"  # the whole lab range: routed via the router from both ends
 
 
 class LabError(DropdocError):
@@ -38,11 +45,14 @@ def _ip(*args: str) -> None:
 
 @dataclass
 class LabNet:
-    tag: str = field(default_factory=lambda: secrets.token_hex(3))
+    # DROPDOC_LAB_TAG_PREFIX lets a test run tell its own namespaces from other runs' ones.
+    tag: str = field(default_factory=lambda: (os.environ.get("DROPDOC_LAB_TAG_PREFIX", "")[:4]
+                                              + secrets.token_hex(3)))
     processes: list[subprocess.Popen] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     # Host-wide sysctls a scenario had to change (global keys), restored in close().
     host_sysctls_saved: dict[str, object] = field(default_factory=dict)
+    router: bool = False  # build client - router - server instead of client - server
 
     @property
     def server_ns(self) -> str:
@@ -51,6 +61,24 @@ class LabNet:
     @property
     def client_ns(self) -> str:
         return f"ddlab-{self.tag}-cli"
+
+    @property
+    def router_ns(self) -> str:
+        """Only with router=True."""
+        return f"ddlab-{self.tag}-rtr"
+
+    @property
+    def client_address(self) -> str:
+        return ROUTED_CLIENT_ADDRESS if self.router else CLIENT_ADDRESS
+
+    def namespace(self, side: str) -> str:
+        """The namespace of a side: "server", "client" or (router=True) "router"."""
+        names = {"server": self.server_ns, "client": self.client_ns}
+        if self.router:
+            names["router"] = self.router_ns
+        if side not in names:
+            raise LabError(f"no {side!r} namespace in this lab" + ("" if self.router else " (router=False)"))
+        return names[side]
 
     def __enter__(self) -> "LabNet":
         if os.geteuid() != 0:
@@ -66,6 +94,9 @@ class LabNet:
         self.close()
 
     def _build(self) -> None:
+        if self.router:
+            self._build_routed()
+            return
         srv_if, cli_if = self.server_if, self.client_if
         for ns in (self.server_ns, self.client_ns):
             _ip("netns", "add", ns)
@@ -79,6 +110,31 @@ class LabNet:
             _ip("-n", ns, "link", "set", ifname, "up")
             _ip("-n", ns, "link", "set", "lo", "up")
 
+    def _build_routed(self) -> None:
+        for ns in (self.server_ns, self.router_ns, self.client_ns):
+            _ip("netns", "add", ns)
+            self.created.append(ns)
+        # Both pairs are created inside a lab namespace: nothing ever exists on the host.
+        _ip("-n", self.server_ns, "link", "add", self.server_if, "type", "veth", "peer", "name",
+            self.router_server_if, "netns", self.router_ns)
+        _ip("-n", self.client_ns, "link", "add", self.client_if, "type", "veth", "peer", "name",
+            self.router_client_if, "netns", self.router_ns)
+        for ns, ifname, address in ((self.server_ns, self.server_if, SERVER_ADDRESS),
+                                    (self.router_ns, self.router_server_if, ROUTER_SERVER_ADDRESS),
+                                    (self.router_ns, self.router_client_if, ROUTER_CLIENT_ADDRESS),
+                                    (self.client_ns, self.client_if, ROUTED_CLIENT_ADDRESS)):
+            _ip("-n", ns, "addr", "add", f"{address}/{PREFIX}", "dev", ifname)
+            _ip("-n", ns, "link", "set", ifname, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        # The lab range only (no default route): a scenario can never reach beyond the lab.
+        _ip("-n", self.server_ns, "route", "add", LAB_PREFIX, "via", ROUTER_SERVER_ADDRESS)
+        _ip("-n", self.client_ns, "route", "add", LAB_PREFIX, "via", ROUTER_CLIENT_ADDRESS)
+        from .. import netns as netns_mod  # late: keep topology importable without ctypes setup
+
+        with netns_mod.entered(self.router_ns), open("/proc/sys/net/ipv4/ip_forward", "w",
+                                                     encoding="utf-8") as handle:
+            handle.write("1")
+
     @property
     def server_if(self) -> str:
         return f"dd{self.tag}s"
@@ -86,6 +142,16 @@ class LabNet:
     @property
     def client_if(self) -> str:
         return f"dd{self.tag}c"
+
+    @property
+    def router_server_if(self) -> str:
+        """The router's end of the server link (router=True)."""
+        return f"dd{self.tag}r"
+
+    @property
+    def router_client_if(self) -> str:
+        """The router's end of the client link (router=True)."""
+        return f"dd{self.tag}q"
 
     def run(self, ns: str, *command: str, stdin: str | None = None) -> str:
         """Run a setup command (nft, tc, ip, ...) inside namespace ns; LabError on failure."""

@@ -2,7 +2,9 @@
 
 Only sends to the lab range or loopback, at most --packets datagrams and for at most
 --max-seconds. --rate 0 sends as fast as one Python process can (~200-400k/s here).
---df sets IP_PMTUDISC_DO (don't fragment) for MTU scenarios.
+--df sets IP_PMTUDISC_DO (don't fragment) for MTU scenarios. --fresh-source sends every
+datagram from a new socket (a new ephemeral source port), so each one is a new flow for
+connection tracking (conntrack-table scenarios).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2
 
 
 def burst(host: str, port: int, packets: int, size: int, rate: float, max_seconds: float,
-          dont_fragment: bool = False) -> dict[str, float | int]:
+          dont_fragment: bool = False, fresh_source: bool = False) -> dict[str, float | int]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     payload = b"d" * size
     sent = errors = 0
@@ -41,7 +43,12 @@ def burst(host: str, port: int, packets: int, size: int, rate: float, max_second
             # A batch between clock checks keeps the rate up without losing the time bound.
             for _ in range(min(256 if not interval else 1, packets - sent - errors)):
                 try:
-                    sock.send(payload)
+                    if fresh_source:
+                        with socket.socket(family, socket.SOCK_DGRAM) as one:
+                            one.connect((host, port))
+                            one.send(payload)
+                    else:
+                        sock.send(payload)
                     sent += 1
                 except OSError:  # ECONNREFUSED from an earlier ICMP, ENOBUFS, EMSGSIZE ...
                     errors += 1
@@ -57,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64, help="payload bytes")
     parser.add_argument("--rate", type=float, default=0.0, help="datagrams per second (0: as fast as possible)")
     parser.add_argument("--df", action="store_true", help="set don't-fragment")
+    parser.add_argument("--fresh-source", action="store_true",
+                        help="send each datagram from a new socket (a new source port: a new flow)")
     parser.add_argument("--max-seconds", type=float, default=5.0)
     args = parser.parse_args(argv)
     host, port = split_target(args.target)
@@ -64,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"refusing to send to {host}: only the lab range {LAB_NETWORK} or loopback", file=sys.stderr)
         return 2
     summary = burst(host, port, min(args.packets, MAX_PACKETS), max(0, min(args.size, 65000)),
-                    args.rate, min(args.max_seconds, 60.0), args.df)
+                    args.rate, min(args.max_seconds, 60.0), args.df, args.fresh_source)
     print(json.dumps(summary), flush=True)
     return 0
 

@@ -47,6 +47,10 @@ def layer_overview(diagnosis: Diagnosis) -> Text:
 
 
 def _subject_line(subject: dict[str, Any]) -> str:
+    if "rule" in subject and "drops" in subject:  # a firewall rule (netfilter.drop)
+        size = f" ({subject['bytes']} bytes)" if subject.get("bytes") is not None else ""
+        return "; ".join([subject["rule"], f"{subject['drops']} packets{size}"]
+                         + ([subject["counter_note"]] if subject.get("counter_note") else []))
     if "socket" in subject:
         owner = (f"pid {subject['pid']} ({subject['process']})" if subject.get("pid") is not None
                  else "owner unknown")
@@ -62,12 +66,20 @@ def _subject_line(subject: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in subject.items())
 
 
+def _sysctl_value(value: Any, quote: bool = False) -> str:
+    """Triples (tcp_rmem, tcp_mem...) as sysctl takes them: "4096 131072 6291456"."""
+    if isinstance(value, (list, tuple)):
+        text = " ".join(map(str, value))
+        return f'"{text}"' if quote else text
+    return str(value)
+
+
 def _fix_line(fix: dict[str, Any]) -> str:
     if fix["kind"] == "sysctl":
-        command = f"sysctl -w {fix['key']}={fix['proposed']}"
+        command = f"sysctl -w {fix['key']}={_sysctl_value(fix['proposed'], quote=True)}"
         if fix.get("netns") and "per network namespace" in fix.get("scope", ""):
             command = f"ip netns exec {fix['netns']} {command}"
-        return f"{command}   (now {fix['current']}; {fix['scope']}) - {fix['note']}"
+        return f"{command}   (now {_sysctl_value(fix['current'])}; {fix['scope']}) - {fix['note']}"
     return f"{fix['kind']}: {fix['text']}"
 
 
@@ -81,6 +93,11 @@ def finding_panel(number: int, finding: Finding) -> Panel:
         if "counter" in item:
             rate = f"({item['rate_per_s']:.1f}/s)" if "rate_per_s" in item else ""
             evidence.add_row(item["counter"], f"+{item['delta']}", rate)
+        elif item.get("source") == "trace" and "reason" in item:
+            where = ", ".join(loc["location"] for loc in item.get("locations", []))
+            evidence.add_row(f"trace {item['reason']}", f"x{item['count']}", f"at {where}" if where else "")
+        elif item.get("source") == "trace":
+            evidence.add_row("trace", item.get("note", ""), "")
         else:
             evidence.add_row(item.get("source", ""), " ".join(f"{k}={v}" for k, v in item.items() if k != "source"), "")
     body += [Text("evidence", style="bold"), evidence]
@@ -112,6 +129,28 @@ def coverage_text(diagnosis: Diagnosis) -> Text:
     return text
 
 
+def trace_text(diagnosis: Diagnosis) -> Text | None:
+    """What the drop tracer saw that no finding accounts for, and its own health."""
+    trace = diagnosis.trace
+    if trace is None:
+        return None
+    if trace.get("status") != "ok":
+        return Text(f"trace: {trace.get('status')} ({trace.get('error') or 'no backend'})", style="yellow")
+    lost = trace.get("lost")
+    text = Text(f"trace ({trace.get('backend')}): {trace.get('total', 0)} drops traced"
+                + (f", {lost} events lost" if lost else ""))
+    for entry in trace.get("unmatched", []):
+        where = entry["locations"][0]["location"] if entry.get("locations") else "?"
+        style = "dim" if entry["benign"] else "yellow"
+        label = "benign" if entry["benign"] else "only in trace"
+        hint = f" (see {entry['hint']})" if entry.get("hint") else ""
+        text.append(f"\n  {label}: {entry['reason']} x{entry['count']} ({entry['rate_per_s']:.1f}/s) at {where}"
+                    f" - {entry['explanation']}{hint}", style=style)
+    if trace.get("counter_only"):
+        text.append(f"\n  seen only by counters: {', '.join(trace['counter_only'])}", style="dim")
+    return text
+
+
 def render(diagnosis: Diagnosis, console: Console) -> None:
     where = f"netns {diagnosis.netns}" if diagnosis.netns else "host namespace"
     console.print(Text(f"dropdoc diagnosis - {diagnosis.hostname}, kernel {diagnosis.kernel}, {where}, "
@@ -120,6 +159,9 @@ def render(diagnosis: Diagnosis, console: Console) -> None:
     console.print(layer_overview(diagnosis))
     for number, finding in enumerate(diagnosis.findings, 1):
         console.print(finding_panel(number, finding))
+    trace = trace_text(diagnosis)
+    if trace is not None:
+        console.print(trace)
     console.print(coverage_text(diagnosis))
 
 
@@ -133,7 +175,10 @@ def render_lab(result, console: Console) -> None:
         return
     console.rule("fix")
     for change in result.applied:
-        console.print(f"applied in netns {change['netns']}: {change['key']} {change['old']} -> {change['new']}")
+        verdict = f" - {change['verdict']}" if change.get("verdict") else ""  # dropdoc.fix verification
+        if change.get("restored"):
+            verdict += f", rolled back ({change['restored']})"
+        console.print(f"applied in netns {change['netns']}: {change['key']} {change['old']} -> {change['new']}{verdict}")
     for refusal in result.refused:
         console.print(Text(f"refused: {refusal}", style="yellow"))
     console.print(f"server restarted (pid {result.server_pid} -> {result.server_pid_after}) so listen() uses the new limits")

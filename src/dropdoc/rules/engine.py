@@ -30,6 +30,10 @@ class Rule:
     count: str = "sum"
     enricher: str | None = None
     evaluator: str | None = None
+    # kfree_skb drop reasons ("REASON" or "REASON@symbol_prefix") that are these drops, and
+    # what to say when the tracer cannot see them (no drop reason exists for them).
+    trace_reasons: tuple[str, ...] = ()
+    trace_note: str = ""
     runbook: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -43,6 +47,7 @@ def parse_rules(text: str) -> list[Rule]:
         extra = {k: entry.pop(k) for k in list(entry) if k not in known}
         entry["drop_counters"] = tuple(entry.get("drop_counters", ()))
         entry["evidence_counters"] = tuple(entry.get("evidence_counters", ()))
+        entry["trace_reasons"] = tuple(entry.get("trace_reasons", ()))
         rule = Rule(**entry, extra=extra)
         if rule.layer not in LAYERS:
             raise ValueError(f"rule {rule.id}: unknown layer {rule.layer}")
@@ -159,3 +164,7 @@ def evaluate(window: Window, rules: tuple[Rule, ...] | None = None) -> tuple[lis
             findings.append(outcome)
     findings.sort(key=Finding.rank_key)
     return findings, not_evaluated
+
+
+def rule_by_id(rule_id: str) -> Rule | None:
+    return next((r for r in load_rules() if r.id == rule_id), None)

@@ -8,7 +8,7 @@ file never aborts a snapshot: it becomes a gap in the report's coverage.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import netlink
@@ -41,6 +41,12 @@ class ReadContext:
     sysfs_is_local: bool = True
     recorder: dict[str, bytes] | None = None
     replay: dict[str, bytes] | None = None
+    # Global (not per-netns) sysctls read in the host namespace before entering `netns`:
+    # inside a child namespace /proc/sys does not show them at all.
+    host_sysctls: dict[str, Any] | None = None
+    # Netlink answers already received through this context (one snapshot): two sources
+    # sending the identical dump request (udp_sockets, udp_socket_memory) cost one dump.
+    answered: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     def proc(self, *parts: str) -> str:
         return os.path.join(self.root, "proc", *parts)
@@ -64,7 +70,8 @@ class ReadContext:
         if self.replay is not None:
             return self._replayed(key).decode("utf-8", errors="replace")
         text = read_text(os.path.join(self.root, *parts))
-        self._keep(key, text.encode("utf-8"))
+        if self.recorder is not None:  # encode only when recording (every file of a snapshot)
+            self._keep(key, text.encode("utf-8"))
         return text
 
     def listdir(self, *parts: str) -> list[str]:
@@ -83,8 +90,11 @@ class ReadContext:
             return self._replayed(key)
         if not self.live:
             raise SourceUnavailable(f"{what}: netlink needs the live system")
+        if key in self.answered:
+            return self.answered[key]
         reply = netlink.dump(protocol, msg_type, payload, what)
         self._keep(key, reply)
+        self.answered[key] = reply
         return reply
 
     def record_json(self, key: str, produce: Callable[[], Any]) -> Any:
@@ -94,7 +104,8 @@ class ReadContext:
         if self.replay is not None:
             return json.loads(self._replayed(f"json/{key}"))
         value = produce()
-        self._keep(f"json/{key}", json.dumps(value).encode())
+        if self.recorder is not None:  # serialise only for a bundle
+            self._keep(f"json/{key}", json.dumps(value).encode())
         return value
 
 

@@ -7,6 +7,11 @@ nic.rx_missed needs; /proc/net/dev adds missed into "drop". Two ways in:
  - rtnetlink RTM_GETLINK with IFLA_STATS64 otherwise (inside a named netns sysfs still
    shows the host's devices, netlink sockets are per netns).
 Both give the same {ifname: {counter: value}} shape.
+
+Next to the statistics, each device's link flaps: carrier_changes (up and down transitions),
+carrier_up_count and carrier_down_count (kernel 4.16+) - sysfs files of the same names, or
+IFLA_CARRIER_CHANGES / IFLA_CARRIER_UP_COUNT / IFLA_CARRIER_DOWN_COUNT. They are what
+nic.errors counts as link flaps; a kernel without them leaves them absent.
 """
 
 from __future__ import annotations
@@ -22,6 +27,13 @@ RTM_NEWLINK = 16
 RTM_GETLINK = 18
 IFLA_IFNAME = 3
 IFLA_STATS64 = 23
+IFLA_CARRIER_CHANGES = 35
+IFLA_CARRIER_UP_COUNT = 47
+IFLA_CARRIER_DOWN_COUNT = 48
+# u32 attributes / sysfs files next to statistics/ counting link state transitions.
+CARRIER_ATTRS = {IFLA_CARRIER_CHANGES: "carrier_changes", IFLA_CARRIER_UP_COUNT: "carrier_up_count",
+                 IFLA_CARRIER_DOWN_COUNT: "carrier_down_count"}
+CARRIER_FILES = tuple(CARRIER_ATTRS.values())
 
 # struct rtnl_link_stats64, in kernel order; newer kernels append fields, older lack the tail.
 STATS64_FIELDS = (
@@ -60,6 +72,39 @@ def parse_rtnl_links(reply: bytes) -> dict[str, dict[str, int]]:
     return links
 
 
+def parse_rtnl_carrier(reply: bytes) -> dict[str, dict[str, int]]:
+    """Parse an RTM_GETLINK dump reply into {ifname: {carrier_changes, carrier_up_count, ...}}
+    (only the attributes the kernel sent)."""
+    links: dict[str, dict[str, int]] = {}
+    for msg_type, body in netlink.messages(reply):
+        if msg_type != RTM_NEWLINK:
+            continue
+        if len(body) < _IFINFOMSG.size:
+            raise ParseError("RTM_NEWLINK message shorter than ifinfomsg")
+        name, flaps = None, {}
+        for attr_type, payload in netlink.attributes(body, _IFINFOMSG.size):
+            if attr_type == IFLA_IFNAME:
+                name = payload.split(b"\0", 1)[0].decode("utf-8", "replace")
+            elif attr_type in CARRIER_ATTRS:
+                if len(payload) < 4:
+                    raise ParseError(f"{CARRIER_ATTRS[attr_type]} attribute of {len(payload)} bytes")
+                flaps[CARRIER_ATTRS[attr_type]] = struct.unpack_from("=I", payload)[0]
+        if name is not None and flaps:
+            links[name] = flaps
+    return links
+
+
+def _read_carrier_files(ctx: ReadContext, ifname: str) -> dict[str, int]:
+    values = {}
+    for name in CARRIER_FILES:
+        try:
+            text = ctx.read("sys", "class", "net", ifname, name)
+        except SourceUnavailable:
+            continue  # kernel before 3.15 (carrier_changes) / 4.16 (up/down counts)
+        values[name] = parse_int(text.strip(), f"{ifname}/{name}")
+    return values
+
+
 def _read_sysfs(ctx: ReadContext) -> dict[str, dict[str, int]]:
     links: dict[str, dict[str, int]] = {}
     for ifname in ctx.listdir("sys", "class", "net"):
@@ -74,12 +119,18 @@ def _read_sysfs(ctx: ReadContext) -> dict[str, dict[str, int]]:
             except SourceUnavailable:
                 continue  # some drivers refuse single counters (EOPNOTSUPP): that counter is None
         links[ifname] = parse_statistics_files(files, ifname)
+        links[ifname].update(_read_carrier_files(ctx, ifname))
     return links
 
 
 def _read_netlink(ctx: ReadContext) -> dict[str, dict[str, int]]:
     request = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-    return parse_rtnl_links(ctx.netlink_dump(netlink.NETLINK_ROUTE, RTM_GETLINK, request, "rtnetlink link dump"))
+    reply = ctx.netlink_dump(netlink.NETLINK_ROUTE, RTM_GETLINK, request, "rtnetlink link dump")
+    links = parse_rtnl_links(reply)
+    for ifname, flaps in parse_rtnl_carrier(reply).items():
+        if ifname in links:
+            links[ifname].update(flaps)
+    return links
 
 
 def read(ctx: ReadContext) -> dict[str, dict[str, int]]:

@@ -29,9 +29,12 @@ KEYS: tuple[str, ...] = (
 )
 
 # Not per network namespace: writing them changes the whole host.
+# rmem/wmem default and max are visible in a child namespace but read-only there (6.x):
+# the host's values apply, and a fix must be made in the host namespace.
 GLOBAL_KEYS: frozenset[str] = frozenset({
     "net.core.netdev_max_backlog", "net.core.netdev_budget", "net.core.netdev_budget_usecs",
     "net.core.rps_sock_flow_entries", "net.ipv4.udp_mem", "net.ipv4.tcp_mem",
+    "net.core.rmem_default", "net.core.rmem_max", "net.core.wmem_default", "net.core.wmem_max",
 })
 
 
@@ -60,16 +63,32 @@ def parse_value(text: str) -> Value:
     return numbers[0] if len(numbers) == 1 else numbers
 
 
-def read(ctx: ReadContext) -> dict[str, Value | None]:
+def read_keys(ctx: ReadContext, keys: tuple[str, ...]) -> dict[str, Value | None]:
     values: dict[str, Value | None] = {}
-    for key in KEYS:
+    for key in keys:
         try:
             values[key] = parse_value(ctx.read(*key_path(key)))
         except (SourceUnavailable, ParseError):
             values[key] = None
+    return values
+
+
+def read(ctx: ReadContext) -> dict[str, Value | None]:
+    values = read_keys(ctx, KEYS)
+    if ctx.host_sysctls is not None or ctx.replay is not None:
+        # In a child namespace the global keys exist only in the host's view.
+        host = ctx.record_json("host_sysctls", lambda: _jsonable(ctx.host_sysctls or {}))
+        for key in GLOBAL_KEYS & set(KEYS):
+            if values.get(key) is None and host.get(key) is not None:
+                value = host[key]
+                values[key] = tuple(value) if isinstance(value, list) else value
     if all(v is None for v in values.values()):
         raise SourceUnavailable("no net.* sysctl readable under /proc/sys")
     return values
+
+
+def _jsonable(values: dict[str, Value | None]) -> dict[str, object]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
 register(Source("sysctls", read, description="/proc/sys/net: the limits the fixes change"))

@@ -4,6 +4,7 @@ from ..model import CLIENT, PORT, SERVER, Program, Scenario
 from ..topology import SERVER_ADDRESS
 
 TARGET = f"{SERVER_ADDRESS}:{PORT}"
+ORDER = 0  # the reference case comes first in `dropdoc lab list`
 
 SCENARIOS = (
     Scenario(

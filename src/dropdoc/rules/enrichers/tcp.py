@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from ...model import Finding
+from ...sources.proc_sockets import TCP_LISTEN
+from ...sources.socket_memory import drops_in_window
+from ...sources.tcp_listeners import Listener
+from ...sources.tcp_syn_recv import HalfOpen, for_listener
 from ...window import ListenerStats, Window
 from . import enricher
 from .common import next_power_of_two, owner_fields, sysctl, sysctl_fix, who
@@ -111,6 +115,8 @@ def _listen_fixes(finding: Finding, window: Window, somaxconn: int | None,
 
 @enricher("syn_queue")
 def syn_queue(finding: Finding, window: Window) -> None:
+    somaxconn = sysctl(window, "net.core.somaxconn")
+    subjects = _syn_queue_subjects(finding, window, somaxconn)
     current = sysctl(window, "net.ipv4.tcp_max_syn_backlog")
     if isinstance(current, int):
         proposed = next_power_of_two(max(2 * current, current + finding.drops))
@@ -121,6 +127,101 @@ def syn_queue(finding: Finding, window: Window) -> None:
     if cookies == 0:
         finding.fixes.append(sysctl_fix(window, "net.ipv4.tcp_syncookies", 0, 1,
                                         "with SYN cookies a full SYN queue answers with a cookie instead of dropping"))
-    finding.explanation = ("SYN-queue drops carry no kernel drop reason: a packet trace will not show "
-                           "them, only this counter does")
+    finding.fixes.extend(_syn_backlog_fixes(finding, window, somaxconn, subjects))
+    explanation = ("SYN-queue drops carry no kernel drop reason: a packet trace will not show "
+                   "them, only this counter does")
+    stuck = [s for s in subjects if s["syn_queue"] and s["synack_retransmitted"] * 2 >= s["syn_queue"]]
+    if stuck:
+        s = stuck[0]
+        explanation += (
+            f". {s['synack_retransmitted']} of the {s['syn_queue']} half-open connections on {s['socket']} "
+            f"(from {s['syn_peers']} address(es)) had their SYN-ACK sent again: the clients' final ACKs "
+            "do not arrive (lossy path, a firewall dropping them, or a SYN flood), so the queue stays "
+            "full; a bigger queue only holds more of them - SYN cookies do not need the queue")
+    finding.explanation = explanation
 
+
+def _listener_table(window: Window) -> dict[int, tuple[Listener, ListenerStats | None]]:
+    table: dict[int, tuple[Listener, ListenerStats | None]] = {
+        inode: (stats.listener, stats) for inode, stats in window.listeners.items()}
+    for listener in window.after.data("tcp_listeners") or []:
+        table.setdefault(listener.inode, (listener, None))
+    return table
+
+
+def _half_open_of(listener: Listener, entries: list[HalfOpen], others: list[Listener]) -> list[HalfOpen]:
+    """Request sockets of this listener: same port, and its address unless it is a wildcard.
+    A [::] listener takes IPv4 requests only when no IPv4 listener has the port."""
+    found = []
+    for entry in for_listener(entries, listener.address, listener.port):
+        if entry.family != listener.family and any(o.family == entry.family and o.port == listener.port
+                                                   for o in others if o is not listener):
+            continue
+        found.append(entry)
+    return found
+
+
+def _syn_queue_subjects(finding: Finding, window: Window, somaxconn: int | None) -> list[dict[str, Any]]:
+    """Listeners whose listen-path drop counter (sk_drops) rose or that hold half-open
+    connections at the end of the window, most drops first."""
+    table = _listener_table(window)
+    listen_drops = {sock.inode: drops for drops, sock, _cumulative in drops_in_window(
+        window.before.data("tcp_socket_memory"), window.after.data("tcp_socket_memory"), state=TCP_LISTEN)}
+    entries = window.after.data("tcp_syn_recv") or []
+    everyone = [listener for listener, _ in table.values()]
+    rows = []
+    for inode, (listener, stats) in table.items():
+        half_open = _half_open_of(listener, entries, everyone)
+        count = sum(h.count for h in half_open)
+        drops = listen_drops.get(inode, 0)
+        if not drops and not count:
+            continue
+        rows.append((drops, count, listener, stats, half_open))
+    rows.sort(key=lambda r: (-r[0], -r[1], r[2].port))
+    subjects = []
+    for drops, count, listener, stats, half_open in rows[:3]:
+        retransmitted = sum(h.retransmitted for h in half_open)
+        peers = sum(h.peer_count for h in half_open)
+        subject = {"socket": listener.endpoint, **owner_fields(window, listener.inode),
+                   "backlog": listener.backlog, "somaxconn": somaxconn,
+                   "capped_by": capped_by(listener.backlog, somaxconn),
+                   "accept_queue": stats.peak_queue if stats else listener.accept_queue,
+                   "full_samples": stats.full_samples if stats else 0, "samples": stats.samples if stats else 0,
+                   "syn_queue": count, "listen_drops": drops, "synack_retransmitted": retransmitted,
+                   "syn_peers": peers}
+        subjects.append(subject)
+        finding.evidence.append({
+            "source": "sock_diag", "socket": listener.endpoint, "half_open": count, "backlog": listener.backlog,
+            "syn_queue_full": bool(listener.backlog is not None and count > listener.backlog),
+            "listen_drops": drops, "synack_retransmitted": retransmitted,
+            "max_synack_retrans": max((h.max_retrans for h in half_open), default=0), "peers": peers})
+    finding.subjects.extend(subjects)
+    return subjects
+
+
+def _syn_backlog_fixes(finding: Finding, window: Window, somaxconn: int | None,
+                       subjects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The SYN queue is full at the backlog in force (min(listen() argument, somaxconn)):
+    raising it is the fix tcp_max_syn_backlog alone is not."""
+    known = [s for s in subjects if s.get("backlog")]
+    if not known:
+        return [{"kind": "app", "text": (
+            "raise the listen backlog of the listener that drops (`ss -lnt`: Send-Q is the backlog in "
+            "force): with SYN cookies off it is also the size of the SYN queue")}]
+    largest = max(s["backlog"] for s in known)
+    proposed = min(next_power_of_two(max(2 * largest, largest + finding.drops)), SOMAXCONN_CEILING)
+    fixes: list[dict[str, Any]] = []
+    if somaxconn is not None and somaxconn < proposed:
+        restart = ", ".join(who(s) for s in known)
+        fixes.append(sysctl_fix(window, "net.core.somaxconn", somaxconn, proposed, (
+            f"the SYN queue is capped by the listen backlog, itself capped by somaxconn; applies when "
+            f"{restart} calls listen() again: restart or reload it")))
+    for subject in known:
+        cap = {"somaxconn": " (capped by net.core.somaxconn)",
+               "listen() backlog": " (its own listen() argument)"}.get(subject["capped_by"], "")
+        fixes.append({"kind": "app", "text": (
+            f"{who(subject)} listens on {subject['socket']} with a backlog of {subject['backlog']} in force"
+            f"{cap}, which is also the most half-open connections its SYN queue holds "
+            f"({subject['syn_queue']} at the end of the window): make it ask listen() for at least {proposed} "
+            "and restart it")})
+    return fixes

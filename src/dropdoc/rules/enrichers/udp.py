@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
 
 from ...model import Finding
 from ...window import Window
 from . import enricher
 from .common import next_power_of_two, owner_fields, sysctl, sysctl_fix, who
 
+SUSTAINED_READ_FRACTION = 0.5
+
 # --- udp.rcvbuf_full ----------------------------------------------------------------------
 
 @enricher("udp_sockets")
 def udp_sockets(finding: Finding, window: Window) -> None:
     sockets = {s.inode: s for s in (window.after.data("udp_sockets") or [])}
+    in_force = {s.inode: s.rcvbuf for s in (window.after.data("udp_socket_memory") or []) if s.rcvbuf}
     per_socket = []
     for name, value in window.deltas.values.items():
         if name.startswith("udpsock.") and value:
@@ -20,10 +24,14 @@ def udp_sockets(finding: Finding, window: Window) -> None:
             if inode in sockets:
                 per_socket.append((value, sockets[inode]))
     for drops, sock in sorted(per_socket, key=lambda item: -item[0])[:5]:
-        finding.subjects.append({"socket": sock.endpoint, **owner_fields(window, sock.inode),
-                                 "drops": drops, "rx_queue": sock.rx_queue})
+        subject = {"socket": sock.endpoint, **owner_fields(window, sock.inode),
+                   "drops": drops, "rx_queue": sock.rx_queue}
+        if sock.inode in in_force:
+            subject["rcvbuf"] = in_force[sock.inode]  # sock_diag skmem rb: the buffer in force
+        finding.subjects.append(subject)
     default = sysctl(window, "net.core.rmem_default")
     maximum = sysctl(window, "net.core.rmem_max")
+    proposed = None
     if isinstance(default, int):
         proposed = next_power_of_two(2 * default)
         finding.fixes.append(sysctl_fix(window, "net.core.rmem_default", default, proposed,
@@ -35,4 +43,39 @@ def udp_sockets(finding: Finding, window: Window) -> None:
     finding.fixes.append({"kind": "app", "text": (
         f"{names} reads datagrams more slowly than they arrive: set SO_RCVBUF, read in batches "
         "(recvmmsg), or spread the load over more sockets (SO_REUSEPORT)")})
+    finding.fixes.extend(_own_rcvbuf_fixes(finding, default, proposed))
+    finding.explanation = _burst_or_sustained(finding, window)
 
+
+def _own_rcvbuf_fixes(finding: Finding, default: Any, proposed: int | None) -> list[dict[str, Any]]:
+    """A socket whose buffer in force is not rmem_default set it itself with SO_RCVBUF
+    (the kernel doubles the value): rmem_default does not reach it, only the app can."""
+    fixes = []
+    for subject in finding.subjects:
+        rcvbuf = subject.get("rcvbuf")
+        if not rcvbuf or not isinstance(default, int) or rcvbuf == default:
+            continue
+        asked = rcvbuf // 2
+        wanted = next_power_of_two(max(2 * asked, proposed or 0, 2 * rcvbuf))
+        fixes.append({"kind": "app", "text": (
+            f"{who(subject)} sets SO_RCVBUF={asked} on {subject['socket']} ({rcvbuf} bytes in force: the "
+            f"kernel doubles it), so net.core.rmem_default ({default}) does not apply to it: make it ask for "
+            f"at least {wanted} (capped by net.core.rmem_max) and restart it")})
+    return fixes
+
+
+def _burst_or_sustained(finding: Finding, window: Window) -> str | None:
+    """Udp InDatagrams counts datagrams the applications read (udp_recvmsg); what arrived
+    is that plus what the buffers dropped. Reading much slower than the arrivals is
+    sustained overload: a bigger buffer only delays the drops."""
+    seconds = window.seconds or 1.0
+    read = sum(window.deltas.get(f"{t}.InDatagrams") or 0 for t in ("Udp", "Udp6"))
+    arrived = read + finding.drops
+    if not arrived:
+        return None
+    read_rate, arrival_rate = read / seconds, arrived / seconds
+    if read_rate < SUSTAINED_READ_FRACTION * arrival_rate:
+        return (f"sustained: the receivers read {read_rate:.1f}/s while {arrival_rate:.1f}/s arrived; a bigger "
+                "buffer only delays the drops - the reader must get faster (or the senders slower)")
+    return (f"bursts: on average the receivers keep up ({read_rate:.1f}/s read of {arrival_rate:.1f}/s arrived) "
+            "but bursts overflow the buffer; a larger buffer absorbs bursts of this size")
