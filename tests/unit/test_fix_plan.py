@@ -162,10 +162,18 @@ def test_valid_triple_is_planned_on_the_host():
     assert change.change.command() == "sysctl -w net.ipv4.tcp_mem='200 400 600'"
 
 
-def test_rmem_default_above_rmem_max_is_refused():
+def test_rmem_for_a_namespace_is_refused_as_global():
+    # read-only inside a child namespace on 6.x: the host's values apply
+    plan = make_plan(diagnosis(finding("udp.rcvbuf_full", sysctl("net.core.rmem_default", 212992, 425984))),
+                     live=False)
+    refused = only(plan, "net.core.rmem_default")
+    assert refused.status == REFUSED and "global" in refused.reason
+
+
+def test_rmem_default_above_rmem_max_is_refused():  # host namespace
     plan = make_plan(diagnosis(finding("udp.rcvbuf_full",
                                        sysctl("net.core.rmem_default", 212992, 1 << 20),
-                                       sysctl("net.core.rmem_max", 212992, 1 << 19))), live=False)
+                                       sysctl("net.core.rmem_max", 212992, 1 << 19)), netns=None), live=False)
     refused = only(plan, "net.core.rmem_default")
     assert refused.status == REFUSED
     assert "net.core.rmem_max (524288) would be below net.core.rmem_default (1048576)" in refused.reason
@@ -175,7 +183,7 @@ def test_rmem_default_above_rmem_max_is_refused():
 def test_limits_are_applied_before_what_they_bound():
     plan = make_plan(diagnosis(finding("udp.rcvbuf_full",
                                        sysctl("net.core.rmem_default", 212992, 425984),
-                                       sysctl("net.core.rmem_max", 212992, 425984))), live=False)
+                                       sysctl("net.core.rmem_max", 212992, 425984)), netns=None), live=False)
     assert [c.target for c in plan.changes] == ["net.core.rmem_max", "net.core.rmem_default"]
     assert all(c.status == PLANNED for c in plan.changes)
 
