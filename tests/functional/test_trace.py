@@ -160,8 +160,11 @@ def test_tracefs_buffer_overrun_is_reported_not_hidden(lab):
     finally:
         tracefs_mod.BUFFER_KB = old
     dropped = nft_counter(lab) - before
-    assert result.lost > 0
+    # Never a silent undercount: what the reader missed is in `lost`. (Whether a 4 KiB ring
+    # overflows depends on how busy the machine is, so loss itself is not asserted.)
     assert result.count("NETFILTER_DROP") + result.lost >= dropped
+    if result.count("NETFILTER_DROP") < dropped:
+        assert result.lost > 0
 
 
 def test_exception_inside_the_tracer_releases_everything():

@@ -43,6 +43,15 @@ def _ip(*args: str) -> None:
         raise LabError(f"ip {' '.join(args)}: {message}")
 
 
+def _mac(ns: str, ifname: str) -> str:
+    result = subprocess.run(["ip", "-n", ns, "-o", "link", "show", "dev", ifname],
+                            capture_output=True, text=True, timeout=10)
+    fields = result.stdout.split()
+    if result.returncode != 0 or "link/ether" not in fields:
+        raise LabError(f"no MAC address for {ifname} in {ns}: {result.stderr.strip()[-200:]}")
+    return fields[fields.index("link/ether") + 1]
+
+
 @dataclass
 class LabNet:
     # DROPDOC_LAB_TAG_PREFIX lets a test run tell its own namespaces from other runs' ones.
@@ -109,6 +118,15 @@ class LabNet:
             _ip("-n", ns, "addr", "add", f"{address}/{PREFIX}", "dev", ifname)
             _ip("-n", ns, "link", "set", ifname, "up")
             _ip("-n", ns, "link", "set", "lo", "up")
+        self._pin_neighbours((self.server_ns, srv_if, SERVER_ADDRESS), (self.client_ns, cli_if, CLIENT_ADDRESS))
+
+    def _pin_neighbours(self, one: tuple[str, str, str], other: tuple[str, str, str]) -> None:
+        """Permanent ARP entries between the two ends of a link: a burst in the first
+        milliseconds would otherwise overflow the unresolved-neighbour queue while ARP is
+        answered, and a scenario about something else would lose a few packets to it."""
+        for (ns, ifname, _), (peer_ns, peer_if, peer_address) in ((one, other), (other, one)):
+            _ip("-n", ns, "neigh", "replace", peer_address, "lladdr", _mac(peer_ns, peer_if),
+                "dev", ifname, "nud", "permanent")
 
     def _build_routed(self) -> None:
         for ns in (self.server_ns, self.router_ns, self.client_ns):
@@ -126,6 +144,10 @@ class LabNet:
             _ip("-n", ns, "addr", "add", f"{address}/{PREFIX}", "dev", ifname)
             _ip("-n", ns, "link", "set", ifname, "up")
             _ip("-n", ns, "link", "set", "lo", "up")
+        self._pin_neighbours((self.server_ns, self.server_if, SERVER_ADDRESS),
+                             (self.router_ns, self.router_server_if, ROUTER_SERVER_ADDRESS))
+        self._pin_neighbours((self.client_ns, self.client_if, ROUTED_CLIENT_ADDRESS),
+                             (self.router_ns, self.router_client_if, ROUTER_CLIENT_ADDRESS))
         # The lab range only (no default route): a scenario can never reach beyond the lab.
         _ip("-n", self.server_ns, "route", "add", LAB_PREFIX, "via", ROUTER_SERVER_ADDRESS)
         _ip("-n", self.client_ns, "route", "add", LAB_PREFIX, "via", ROUTER_CLIENT_ADDRESS)
