@@ -89,6 +89,7 @@ def finding_panel(number: int, finding: Finding) -> Panel:
     if finding.benign:
         body.append(Text(f"benign: {finding.explanation}", style="green"))
     evidence = Table(show_header=False, box=None, padding=(0, 1))
+    notes: list[Text] = []
     for item in finding.evidence:
         if "counter" in item:
             rate = f"({item['rate_per_s']:.1f}/s)" if "rate_per_s" in item else ""
@@ -97,10 +98,11 @@ def finding_panel(number: int, finding: Finding) -> Panel:
             where = ", ".join(loc["location"] for loc in item.get("locations", []))
             evidence.add_row(f"trace {item['reason']}", f"x{item['count']}", f"at {where}" if where else "")
         elif item.get("source") == "trace":
-            evidence.add_row("trace", item.get("note", ""), "")
+            notes.append(Text(f"  trace: {item.get('note', '')}", style="dim"))
         else:
-            evidence.add_row(item.get("source", ""), " ".join(f"{k}={v}" for k, v in item.items() if k != "source"), "")
-    body += [Text("evidence", style="bold"), evidence]
+            detail = " ".join(f"{k}={v}" for k, v in item.items() if k != "source")
+            notes.append(Text(f"  {item.get('source', '')}: {detail}"))
+    body += [Text("evidence", style="bold"), evidence, *notes]
     if finding.subjects:
         body.append(Text("affected", style="bold"))
         body += [Text("  " + _subject_line(s)) for s in finding.subjects]
