@@ -5,64 +5,43 @@ diagnosis, another one-line DropdocError), never anything else."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from hypothesis import given, settings, strategies as st
+from fuzzing import FIXTURES, FUZZ, REFUSED, json_values, parse_or_refuse, reassembled_lines
+from hypothesis import given
+from hypothesis import strategies as st
 
-from dropdoc.errors import DropdocError, ParseError, SourceUnavailable
+from dropdoc.errors import DropdocError, SourceUnavailable
 from dropdoc.fix.changes import parse_ethtool_rings, parse_ip_link_json, parse_tc_qdisc_json
 from dropdoc.fix.journal import parse_records
 from dropdoc.fix.persist import parse_file, render
 from dropdoc.fix.plan import make_plan
 from dropdoc.model import SCHEMA
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "fix"
-FUZZ = settings(max_examples=200, deadline=None)
-ETHTOOL = (FIXTURES / "ethtool_g_eth0_virtio.txt").read_text()
-
-
-def mutations(seed: str):
-    """Lines of a real capture dropped, duplicated, truncated or garbled."""
-    lines = seed.splitlines(keepends=True)
-    return st.lists(st.sampled_from(lines) | st.text(max_size=30), max_size=len(lines) + 4).map("".join) | \
-        st.integers(0, len(seed)).map(lambda n: seed[:n])
+ETHTOOL = (FIXTURES / "fix" / "ethtool_g_eth0_virtio.txt").read_text()
 
 
 @FUZZ
-@given(st.text(max_size=400) | mutations(ETHTOOL))
+@given(st.text(max_size=400) | reassembled_lines(ETHTOOL))
 def test_ethtool_rings_only_parse_error(text):
-    try:
-        rings = parse_ethtool_rings(text)
-    except ParseError:
-        return
-    assert set(rings) == {"max", "current"}
-    assert all(v is None or isinstance(v, int) for section in rings.values() for v in section.values())
-
-
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                          max_size=4),
-                           max_leaves=12)
+    rings = parse_or_refuse(parse_ethtool_rings, text)
+    if rings is not REFUSED:
+        assert set(rings) == {"max", "current"}
+        assert all(v is None or isinstance(v, int) for section in rings.values() for v in section.values())
 
 
 @FUZZ
 @given(json_values.map(json.dumps) | st.text(max_size=100))
 def test_tool_json_only_parse_error(text):
-    for parse in (parse_tc_qdisc_json, lambda t: parse_ip_link_json(t, "vfa")):
-        try:
-            parse(text)
-        except (ParseError, SourceUnavailable):
-            pass
+    parse_or_refuse(parse_tc_qdisc_json, text, also=(SourceUnavailable,))
+    parse_or_refuse(parse_ip_link_json, text, "vfa", also=(SourceUnavailable,))
 
 
 @FUZZ
 @given(st.lists(json_values.map(json.dumps) | st.text(max_size=40), max_size=6).map("\n".join))
 def test_journal_only_parse_error(text):
-    try:
-        records = parse_records(text)
-    except ParseError:
-        return
-    assert all(isinstance(r, dict) and "event" in r and "run" in r for r in records)
+    records = parse_or_refuse(parse_records, text)
+    if records is not REFUSED:
+        assert all(isinstance(r, dict) and "event" in r and "run" in r for r in records)
 
 
 @FUZZ
@@ -99,9 +78,8 @@ findings = st.fixed_dictionaries({"id": st.sampled_from(["tcp.listen_overflow", 
 @given(st.fixed_dictionaries({"schema": st.just(SCHEMA), "findings": st.lists(findings, max_size=3)},
                              optional={"host": json_values, "window": json_values}) | json_values)
 def test_any_diagnosis_json_plans_or_raises_one_error(data):
-    try:
-        plan = make_plan(data, live=False)
-    except DropdocError:
+    plan = parse_or_refuse(lambda: make_plan(data, live=False), also=(DropdocError,))
+    if plan is REFUSED:
         return
     for change in plan.changes:
         assert change.status in ("planned", "refused", "already", "unreadable")

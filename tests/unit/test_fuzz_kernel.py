@@ -8,48 +8,24 @@ OSError(errno) for an NLMSG_ERROR message carrying a negative errno.
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from fuzzing import BINARY_EDITS, FUZZ, REFUSED, fixtures, mutated, nl_attr, nl_message, parse_or_refuse
+from hypothesis import given
 from hypothesis import strategies as st
 
-from dropdoc.errors import ParseError
 from dropdoc.sources import qdisc
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "qdisc"
-FUZZ = settings(max_examples=200, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-QDISC_SEEDS = [(FIXTURES / name).read_bytes() for name in (
-    "rtm_getqdisc.bin", "rtm_getqdisc_fq_codel_mq.bin", "rtm_getqdisc_3.10.bin", "rtm_getqdisc_legacy_stats.bin")]
-LINK_SEEDS = [(FIXTURES / name).read_bytes() for name in ("rtm_getlink.bin", "rtm_getlink_crafted.bin")]
+QDISC_SEEDS = fixtures("qdisc", "rtm_getqdisc.bin", "rtm_getqdisc_fq_codel_mq.bin", "rtm_getqdisc_3.10.bin",
+                       "rtm_getqdisc_legacy_stats.bin")
+LINK_SEEDS = fixtures("qdisc", "rtm_getlink.bin", "rtm_getlink_crafted.bin")
 LINKS = qdisc.parse_links(LINK_SEEDS[0])
 
-
-@st.composite
-def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
-    """A seed dump with a few truncations, byte flips, insertions or deletions."""
-    data = bytearray(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["truncate", "flip", "insert", "delete"]))
-        pos = draw(st.integers(0, len(data)))
-        if op == "truncate":
-            del data[pos:]
-        elif op == "flip" and pos < len(data):
-            data[pos] = draw(st.integers(0, 255))
-        elif op == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
-        elif op == "delete":
-            del data[pos:pos + draw(st.integers(1, 16))]
-    return bytes(data)
-
-
-def nlattr(attr_type: int, payload: bytes) -> bytes:
-    length = 4 + len(payload)
-    return struct.pack("=HH", length, attr_type) + payload + b"\0" * (-length % 4)
-
-
 KINDS = ["pfifo", "bfifo", "pfifo_fast", "tbf", "fq_codel", "fq", "codel", "sfq", "netem", "htb", "mq"]
+
+
+def damaged(seeds: list[bytes]) -> st.SearchStrategy[bytes]:
+    """A seed dump with 1..4 truncations, byte changes, insertions or deletions."""
+    return mutated(seeds, BINARY_EDITS, min_edits=1)
 
 
 @st.composite
@@ -57,42 +33,31 @@ def framed_qdisc(draw: st.DrawFn) -> bytes:
     """A well-framed RTM_NEWQDISC whose attributes are random: reaches the option/stats parsers."""
     body = struct.pack("=BxxxiIII", 0, draw(st.integers(0, 8)), draw(st.integers(0, 2**32 - 1)),
                        draw(st.sampled_from([0xFFFFFFFF, 0xFFFFFFF1, 0x10001, 1])), 0)
-    body += nlattr(1, draw(st.sampled_from(KINDS)).encode() + b"\0")
+    body += nl_attr(1, draw(st.sampled_from(KINDS)).encode() + b"\0")
     for _ in range(draw(st.integers(0, 3))):
         attr_type = draw(st.sampled_from([2, 3, 4, 7]))
         if attr_type == 7:
-            inner = b"".join(nlattr(draw(st.sampled_from([1, 3, 4, 8])), draw(st.binary(max_size=44)))
+            inner = b"".join(nl_attr(draw(st.sampled_from([1, 3, 4, 8])), draw(st.binary(max_size=44)))
                              for _ in range(draw(st.integers(0, 3))))
-            body += nlattr(7, inner)
+            body += nl_attr(7, inner)
         elif attr_type == 2 and draw(st.booleans()):
-            inner = b"".join(nlattr(draw(st.integers(0, 9)), draw(st.binary(max_size=40)))
+            inner = b"".join(nl_attr(draw(st.integers(0, 9)), draw(st.binary(max_size=40)))
                              for _ in range(draw(st.integers(0, 3))))
-            body += nlattr(2, inner)
+            body += nl_attr(2, inner)
         else:
-            body += nlattr(attr_type, draw(st.binary(max_size=48)))
-    length = 16 + len(body)
-    return struct.pack("=IHHII", length, qdisc.RTM_NEWQDISC, 2, 1, 0) + body
+            body += nl_attr(attr_type, draw(st.binary(max_size=48)))
+    return nl_message(qdisc.RTM_NEWQDISC, body)
 
 
-qdisc_inputs = st.one_of(st.binary(max_size=300), mutated(QDISC_SEEDS),
+qdisc_inputs = st.one_of(st.binary(max_size=300), damaged(QDISC_SEEDS),
                          st.lists(framed_qdisc(), min_size=1, max_size=3).map(b"".join))
-
-
-def call(parser, data):
-    try:
-        return parser(data)
-    except ParseError:
-        return None
-    except OSError as exc:  # documented: NLMSG_ERROR with a negative errno
-        assert exc.errno is not None and 0 < exc.errno < 4096
-        return None
 
 
 @FUZZ
 @given(data=qdisc_inputs)
 def test_qdisc_dump_raises_only_parse_error(data):
-    qdiscs = call(lambda d: qdisc.parse_qdiscs(d, LINKS), data)
-    if qdiscs is None:
+    qdiscs = parse_or_refuse(qdisc.parse_qdiscs, data, LINKS, netlink=True)
+    if qdiscs is REFUSED:
         return
     for q in qdiscs:
         assert q.kind and "." not in q.kind and q.qid.count("/") == 1 and "." not in q.qid
@@ -102,17 +67,17 @@ def test_qdisc_dump_raises_only_parse_error(data):
 
 
 @FUZZ
-@given(data=st.one_of(st.binary(max_size=300), mutated(LINK_SEEDS)))
+@given(data=st.one_of(st.binary(max_size=300), damaged(LINK_SEEDS)))
 def test_link_dump_raises_only_parse_error(data):
-    links = call(qdisc.parse_links, data)
-    if links is not None:
+    links = parse_or_refuse(qdisc.parse_links, data, netlink=True)
+    if links is not REFUSED:
         assert all(l.name and "/" not in l.name for l in links.values())
 
 
 @FUZZ
-@given(qdisc_data=mutated(QDISC_SEEDS), link_data=mutated(LINK_SEEDS))
+@given(qdisc_data=damaged(QDISC_SEEDS), link_data=damaged(LINK_SEEDS))
 def test_both_dumps_together(qdisc_data, link_data):
-    call(lambda d: qdisc.parse(d, link_data), qdisc_data)
+    parse_or_refuse(qdisc.parse, qdisc_data, link_data, netlink=True)
 
 
 @FUZZ

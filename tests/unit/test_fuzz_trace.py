@@ -5,25 +5,26 @@ Inputs: random data and mutations of the captured fixtures."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from fuzzing import (FIXTURES, FUZZ, REFUSED, decode, delete, flip_bit, insert, mutated, overwrite_u32,
+                     parse_or_refuse, truncate)
+from hypothesis import given
 from hypothesis import strategies as st
 
-from dropdoc.errors import ParseError
 from dropdoc.trace import bpf, kallsyms, reasons, tracefs
 from dropdoc.trace import btf as btf_mod
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "trace"
-sys.path.insert(0, str(FIXTURES))
+TRACE_FIXTURES = FIXTURES / "trace"
+sys.path.insert(0, str(TRACE_FIXTURES))
 from btf_writer import BtfWriter
 
-FUZZ = settings(max_examples=200, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# bits flipped (flags, type kinds, off-by-a-power-of-two sizes) and whole u32 words
+# overwritten (BTF offsets, lengths and counts) rather than whole bytes replaced
+EDITS = (truncate, flip_bit, insert(), delete(), overwrite_u32())
 
 
 def seed(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
+    return (TRACE_FIXTURES / name).read_bytes()
 
 
 def small_btf() -> bytes:
@@ -44,101 +45,63 @@ STATS_SEEDS = [seed("stats_overrun_cpu0"), seed("stats_overrun_cpu1")]
 KALLSYMS_SEEDS = [seed("kallsyms_excerpt_6.18"), seed("kallsyms_nonroot_6.18")]
 
 
-@st.composite
-def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
-    data = bytearray(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(0, 4))):
-        op = draw(st.sampled_from(["truncate", "flip", "insert", "delete", "word"]))
-        pos = draw(st.integers(0, len(data)))
-        if op == "truncate":
-            del data[pos:]
-        elif op == "flip" and pos < len(data):
-            data[pos] ^= 1 << draw(st.integers(0, 7))
-        elif op == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
-        elif op == "delete":
-            del data[pos:pos + draw(st.integers(1, 16))]
-        elif op == "word" and pos + 4 <= len(data):
-            data[pos:pos + 4] = draw(st.integers(0, 2**32 - 1)).to_bytes(4, "little")
-    return bytes(data)
-
-
-def text_of(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
+def text_of(seeds: list[bytes], max_size: int = 300) -> st.SearchStrategy[str]:
+    """The seeds mutated, or any text."""
+    return st.one_of(mutated(seeds, EDITS).map(decode), st.text(max_size=max_size))
 
 
 def exercise_btf(data: bytes) -> None:
-    try:
-        parsed = btf_mod.parse(data)
-    except ParseError:
+    parsed = parse_or_refuse(btf_mod.parse, data)
+    if parsed is REFUSED:
         return
     for struct_name, path in (("sk_buff", "protocol"), ("sk_buff", "dev"), ("net", "ns.inum"),
                               ("sk_buff", "ns.inum"), ("net_device", "nd_net")):
-        try:
-            parsed.member_offset(struct_name, path)
-        except ParseError:
-            pass
+        parse_or_refuse(parsed.member_offset, struct_name, path)
     for enum in ("skb_drop_reason", "skb_drop_reason_subsys"):
-        try:
-            parsed.enum(enum)
-        except ParseError:
-            pass
+        parse_or_refuse(parsed.enum, enum)
 
 
 @FUZZ
-@given(st.one_of(mutated(BTF_SEEDS), st.binary(max_size=256)))
+@given(st.one_of(mutated(BTF_SEEDS, EDITS), st.binary(max_size=256)))
 def test_btf(data):
     exercise_btf(data)
 
 
 @FUZZ
-@given(st.one_of(mutated(FORMAT_SEEDS), st.text(max_size=300)))
-def test_format(data):
-    text = text_of(data) if isinstance(data, bytes) else data
-    try:
-        reasons.parse_format(text)
-    except ParseError:
-        pass
+@given(text_of(FORMAT_SEEDS))
+def test_format(text):
+    parse_or_refuse(reasons.parse_format, text)
 
 
 @FUZZ
-@given(st.one_of(mutated(TRACE_SEEDS), st.text(max_size=300)))
-def test_trace_lines(data):
-    text = text_of(data) if isinstance(data, bytes) else data
+@given(text_of(TRACE_SEEDS))
+def test_trace_lines(text):
     counts, lost = tracefs.parse_events(text)
     assert lost >= 0 and all(n > 0 for n in counts.values())
 
 
 @FUZZ
-@given(st.one_of(mutated(STATS_SEEDS), st.text(max_size=200)))
-def test_stats(data):
-    text = text_of(data) if isinstance(data, bytes) else data
-    try:
-        stats = tracefs.parse_stats(text)
-    except ParseError:
-        return
-    assert tracefs.lost_from_stats([stats]) >= 0
+@given(text_of(STATS_SEEDS, max_size=200))
+def test_stats(text):
+    stats = parse_or_refuse(tracefs.parse_stats, text)
+    if stats is not REFUSED:
+        assert tracefs.lost_from_stats([stats]) >= 0
 
 
 @FUZZ
-@given(st.one_of(mutated(KALLSYMS_SEEDS), st.text(max_size=300)))
-def test_kallsyms(data):
-    text = text_of(data) if isinstance(data, bytes) else data
-    try:
-        symbols = kallsyms.parse(text)
-    except ParseError:
-        return
-    assert isinstance(symbols.resolve(0xFFFFFFFF82048C10), str)
+@given(text_of(KALLSYMS_SEEDS))
+def test_kallsyms(text):
+    symbols = parse_or_refuse(kallsyms.parse, text)
+    if symbols is not REFUSED:
+        assert isinstance(symbols.resolve(0xFFFFFFFF82048C10), str)
 
 
 @FUZZ
 @given(st.one_of(st.text(alphabet="0123456789,- \n", max_size=30), st.text(max_size=30)))
 def test_cpu_list(text):
-    try:
-        cpus = bpf.parse_cpu_list(text)
-    except ParseError:
-        return
-    assert cpus and min(cpus) >= 0
+    cpus = parse_or_refuse(bpf.parse_cpu_list, text)
+    if cpus is not REFUSED:
+        assert cpus and min(cpus) >= 0
 
 
 @FUZZ

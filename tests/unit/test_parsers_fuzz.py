@@ -13,15 +13,15 @@ message carrying a (negative) errno, which dropdoc.netlink.dump translates at th
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from fuzzing import (DIGITS, FIXTURES, FUZZ, HEX, REFUSED, TEXT_EDITS, decode, fixture, fixtures, mutated,
+                     nl_messages, parse_or_refuse, text_inputs)
+from hypothesis import given
 from hypothesis import strategies as st
 
 from dropdoc import netlink
-from dropdoc.errors import ParseError
 from dropdoc.sources import (
     link_stats,
     netdev,
@@ -34,87 +34,18 @@ from dropdoc.sources import (
     tcp_listeners,
 )
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-
-FUZZ = settings(max_examples=200, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-def fixture(relpath: str) -> bytes:
-    return (FIXTURES / relpath).read_bytes()
-
-
-def decode(data: bytes) -> str:
-    # What errors.read_text does with a kernel file.
-    return data.decode("utf-8", errors="replace")
-
-
-@st.composite
-def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
-    """One of the seed files with a few random edits."""
-    data = bytearray(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(0, 4))):
-        op = draw(st.sampled_from(["truncate", "flip", "insert", "delete", "lines", "words"]))
-        pos = draw(st.integers(0, len(data)))
-        if op == "truncate":
-            del data[pos:]
-        elif op == "flip" and pos < len(data):
-            data[pos] = draw(st.integers(0, 255))
-        elif op == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=8) | st.sampled_from(
-                [b" ", b"\n", b":", b"|", b"\t", b"-1", b"0x", b"\xff\xfe", b"\x00", b"\xc2\xb2", b"\r\n"]))
-        elif op == "delete":
-            del data[pos:pos + draw(st.integers(1, 16))]
-        elif op == "lines":
-            lines = bytes(data).split(b"\n")
-            i = draw(st.integers(0, len(lines) - 1))
-            j = draw(st.integers(0, len(lines) - 1))
-            how = draw(st.sampled_from(["drop", "dup", "swap"]))
-            if how == "drop":
-                del lines[i]
-            elif how == "dup":
-                lines.insert(i, lines[j])
-            else:
-                lines[i], lines[j] = lines[j], lines[i]
-            data = bytearray(b"\n".join(lines))
-        elif op == "words":  # swap two words of one line (e.g. reorder header columns)
-            lines = bytes(data).split(b"\n")
-            i = draw(st.integers(0, len(lines) - 1))
-            words = lines[i].split()
-            if len(words) >= 2:
-                a = draw(st.integers(0, len(words) - 1))
-                b = draw(st.integers(0, len(words) - 1))
-                words[a], words[b] = words[b], words[a]
-                lines[i] = b" ".join(words)
-            data = bytearray(b"\n".join(lines))
-    return bytes(data)
-
-
-def text_inputs(seed_paths: list[str], alphabet: str) -> st.SearchStrategy[str]:
-    seeds = [fixture(p) for p in seed_paths]
-    return st.one_of(
-        st.text(max_size=300),
-        st.text(alphabet=alphabet, max_size=400),
-        mutated(seeds).map(decode),
-    )
-
-
-HEX = "0123456789abcdefABCDEF"
-DIGITS = "0123456789"
-
 # parser(text) -> result, fixtures to mutate, an alphabet that reaches past the first checks
-TEXT_PARSERS: dict[str, tuple[Callable[[str], Any], list[str], str]] = {
-    "snmp": (snmp.parse, ["snmp/snmp", "snmp/netstat", "snmp/snmp_3.10", "snmp/netstat_3.10"],
+TEXT_PARSERS: dict[str, tuple[Callable[[str], Any], list[bytes], str]] = {
+    "snmp": (snmp.parse, fixtures("snmp", "snmp", "netstat", "snmp_3.10", "netstat_3.10"),
              "TcpUdIpExt: \n-" + DIGITS),
-    "snmp6": (snmp6.parse, ["snmp6/snmp6", "snmp6/snmp6_3.10"], "Ip6Udp6Lite6Icmp6Ab \t\n-" + DIGITS),
-    "softnet": (softnet.parse, ["softnet/softnet_stat", "softnet/softnet_stat_3.10",
-                                "softnet/softnet_stat_4.x", "softnet/softnet_stat_5.10_cpu2_offline"],
+    "snmp6": (snmp6.parse, fixtures("snmp6", "snmp6", "snmp6_3.10"), "Ip6Udp6Lite6Icmp6Ab \t\n-" + DIGITS),
+    "softnet": (softnet.parse, fixtures("softnet", "softnet_stat", "softnet_stat_3.10", "softnet_stat_4.x",
+                                        "softnet_stat_5.10_cpu2_offline"),
                 " \n" + HEX),
-    "netdev": (netdev.parse, ["netdev/dev", "netdev/dev_busy_host"], "|: \neth0rx" + DIGITS),
+    "netdev": (netdev.parse, fixtures("netdev", "dev", "dev_busy_host"), "|: \neth0rx" + DIGITS),
     "proc_sockets": (lambda text: proc_sockets.parse(text, 6),
-                     ["proc_sockets/tcp", "proc_sockets/tcp6", "proc_sockets/udp", "proc_sockets/udp6",
-                      "proc_sockets/udp_drops", "proc_sockets/udp_2.6_no_drops", "proc_sockets/udp6_mapped",
-                      "proc_sockets/tcp6_established"],
+                     fixtures("proc_sockets", "tcp", "tcp6", "udp", "udp6", "udp_drops", "udp_2.6_no_drops",
+                              "udp6_mapped", "tcp6_established"),
                      ": \n" + HEX),
 }
 
@@ -139,12 +70,9 @@ def check_result(name: str, result: Any) -> None:
 @given(data=st.data())
 def test_text_parsers_raise_only_parse_error(name, data):
     parser, seeds, alphabet = TEXT_PARSERS[name]
-    text = data.draw(text_inputs(seeds, alphabet), label="text")
-    try:
-        result = parser(text)
-    except ParseError:
-        return
-    check_result(name, result)
+    result = parse_or_refuse(parser, data.draw(text_inputs(seeds, alphabet), label="text"))
+    if result is not REFUSED:
+        check_result(name, result)
 
 
 # "0100007F:1F90"-like strings built from byte pairs and whitespace (bytes.fromhex skips it)
@@ -159,24 +87,22 @@ address_like = st.builds(
 @FUZZ
 @given(text=st.one_of(st.text(max_size=60), st.text(alphabet=HEX + ": \t\n\x0b", max_size=60), address_like))
 def test_parse_address_raises_only_parse_error(text):
-    try:
-        address, port = proc_sockets.parse_address(text)
-    except ParseError:
-        return
-    assert isinstance(address, str) and isinstance(port, int)
+    result = parse_or_refuse(proc_sockets.parse_address, text)
+    if result is not REFUSED:
+        address, port = result
+        assert isinstance(address, str) and isinstance(port, int)
 
 
 @FUZZ
 @given(text=st.one_of(st.text(max_size=80), st.text(alphabet=DIGITS + " \t\n-+_x", max_size=80),
-                      mutated([fixture("sysctls/proc/sys/net/ipv4/tcp_rmem"),
-                               fixture("sysctls/proc/sys/net/core/somaxconn")]).map(decode)))
+                      mutated(fixtures("sysctls/proc/sys/net", "ipv4/tcp_rmem", "core/somaxconn"),
+                              TEXT_EDITS).map(decode)))
 def test_sysctl_parse_value_raises_only_parse_error(text):
-    try:
-        value = sysctls.parse_value(text)
-    except ParseError:
+    value = parse_or_refuse(sysctls.parse_value, text)
+    if value is REFUSED:
         assert not text.split()
-        return
-    assert isinstance(value, (int, tuple, str))
+    else:
+        assert isinstance(value, (int, tuple, str))
 
 
 @FUZZ
@@ -200,70 +126,51 @@ SYS_FILES = {p.name: p.read_text() for p in (FIXTURES / "link_stats" / "sys" / "
                              st.one_of(st.text(max_size=24), st.sampled_from(list(SYS_FILES.values()))),
                              max_size=6))
 def test_statistics_files_raise_only_parse_error(files):
-    try:
-        stats = link_stats.parse_statistics_files(files, "eth0")
-    except ParseError:
-        return
-    assert set(stats) == set(files)
+    stats = parse_or_refuse(link_stats.parse_statistics_files, files, "eth0")
+    if stats is not REFUSED:
+        assert set(stats) == set(files)
 
 
-def netlink_call(parser: Callable[[bytes], Any], data: bytes) -> Any:
-    try:
-        return parser(data)
-    except ParseError:
-        return None
-    except OSError as exc:  # documented: NLMSG_ERROR with a negative errno
-        assert exc.errno is not None and 0 < exc.errno < 4096
-        return None
-
-
-def nl_message(msg_type: int, body: bytes) -> bytes:
-    length = 16 + len(body)
-    return length.to_bytes(4, "little") + msg_type.to_bytes(2, "little") + bytes(10) + body
-
-
-NETLINK_SEEDS = [fixture("link_stats/rtm_getlink.bin"), fixture("tcp_listeners/sock_diag_inet.bin"),
-                 fixture("tcp_listeners/sock_diag_inet6.bin")]
+NETLINK_SEEDS = [fixture("link_stats/rtm_getlink.bin"), *fixtures("tcp_listeners", "sock_diag_inet.bin",
+                                                                  "sock_diag_inet6.bin")]
 netlink_inputs = st.one_of(
     st.binary(max_size=300),
-    mutated(NETLINK_SEEDS),
+    mutated(NETLINK_SEEDS, TEXT_EDITS),
     # well-framed messages with random bodies, so the body parsers are reached
-    st.lists(st.tuples(st.sampled_from([2, 3, 16, 20, 24]), st.binary(max_size=120)), max_size=4)
-    .map(lambda msgs: b"".join(nl_message(t, b).ljust((16 + len(b) + 3) & ~3, b"\0") for t, b in msgs)),
+    nl_messages([2, 3, 16, 20, 24], st.binary(max_size=120)),
 )
 
 
 @FUZZ
 @given(data=netlink_inputs)
 def test_rtnl_links_raise_only_parse_error(data):
-    links = netlink_call(link_stats.parse_rtnl_links, data)
-    if links is not None:
+    links = parse_or_refuse(link_stats.parse_rtnl_links, data, netlink=True)
+    if links is not REFUSED:
         assert all(isinstance(v, int) for t in links.values() for v in t.values())
 
 
 @FUZZ
 @given(data=netlink_inputs)
 def test_diag_reply_raises_only_parse_error(data):
-    listeners = netlink_call(tcp_listeners.parse_diag_reply, data)
-    if listeners is not None:
+    listeners = parse_or_refuse(tcp_listeners.parse_diag_reply, data, netlink=True)
+    if listeners is not REFUSED:
         assert all(l.family in (4, 6) for l in listeners)
 
 
 @FUZZ
 @given(data=netlink_inputs)
 def test_netlink_framing_raises_only_parse_error(data):
-    netlink_call(lambda buf: list(netlink.messages(buf)), data)
+    parse_or_refuse(lambda buf: list(netlink.messages(buf)), data, netlink=True)
 
 
 @FUZZ
-@given(data=st.one_of(st.binary(max_size=200), mutated([fixture("link_stats/rtm_getlink.bin")[32:1468]])),
+@given(data=st.one_of(st.binary(max_size=200), mutated([fixture("link_stats/rtm_getlink.bin")[32:1468]],
+                                                       TEXT_EDITS)),
        offset=st.integers(0, 8))
 def test_netlink_attributes_raise_only_parse_error(data, offset):
-    try:
-        for _type, payload in netlink.attributes(data, offset):
-            assert 0 <= _type <= 0x3FFF and isinstance(payload, bytes)
-    except ParseError:
-        pass
+    attributes: list[tuple[int, bytes]] = []  # also those before a ParseError
+    parse_or_refuse(lambda: attributes.extend(netlink.attributes(data, offset)))
+    assert all(0 <= _type <= 0x3FFF and isinstance(payload, bytes) for _type, payload in attributes)
 
 
 SOCKET_COLUMNS = ["sl", "local_address", "rem_address", "remote_address", "st", "tx_queue", "rx_queue",
@@ -278,7 +185,4 @@ socket_token = st.sampled_from(["0:", "0100007F:0050", "00000000:0000", "0A", "0
 def test_socket_tables_with_any_header_raise_only_parse_error(header, rows):
     """Column order and count come from the header: any header, any row length."""
     text = "\n".join([" ".join(header)] + [" ".join(row) for row in rows])
-    try:
-        proc_sockets.parse(text, 4)
-    except ParseError:
-        pass
+    parse_or_refuse(proc_sockets.parse, text, 4)

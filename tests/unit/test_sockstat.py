@@ -4,13 +4,14 @@ variants) and sockstat.read over copied --root trees (limits tcp_mem/udp_mem).""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from dropdoc.errors import ParseError
 from dropdoc.snapshot import take_snapshot
-from dropdoc.sources import sockstat
+from dropdoc.sources import sockstat, sysctls
 from dropdoc.sources.base import SOURCES, ReadContext, read_source
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -167,4 +168,81 @@ def test_live_read_and_bundle_replay_roundtrip():
     replayed = sockstat.read(ctx)
     assert replayed.tables == live.tables
     assert replayed.tcp_mem == live.tcp_mem and replayed.page_size == live.page_size
+    assert live.limits_from == replayed.limits_from == "netns"
+    assert "json/host_sysctls" not in snap.raw  # the host namespace: nothing read from outside
     json.dumps(snap.to_dict())  # JSON-serialisable snapshot
+
+
+# What take_snapshot hands a namespace's sources: the global sysctls, read in the host
+# namespace before entering it (values as sysctls.read_keys returns them).
+HOST_SYSCTLS = {"net.ipv4.tcp_mem": (287898, 383867, 575796), "net.ipv4.udp_mem": (575799, 767734, 1151598),
+                "net.core.rmem_max": 212992, "net.core.netdev_budget": None}
+
+
+def netns_tree(**kwargs) -> ReadContext:
+    """The tree copied inside a namespace (no tcp_mem/udp_mem there), as read in `ns`."""
+    return ReadContext(root=str(HERE / "root_netns"), netns="ns", live=False, **kwargs)
+
+
+def test_in_a_namespace_the_limits_come_from_host_sysctls():
+    data = sockstat.read(netns_tree(host_sysctls=HOST_SYSCTLS))
+    assert data.tcp_mem == (287898, 383867, 575796) and data.udp_mem == (575799, 767734, 1151598)
+    assert data.limits_from == "host"
+
+
+def test_limits_readable_in_the_namespace_are_taken_from_there():
+    ctx = ReadContext(root=str(HERE / "root"), live=False,
+                      host_sysctls={"net.ipv4.tcp_mem": (1, 2, 3), "net.ipv4.udp_mem": (4, 5, 6)})
+    data = sockstat.read(ctx)
+    assert data.tcp_mem == (287898, 383867, 575796) and data.limits_from == "netns"
+
+
+def test_host_limits_are_recorded_as_the_sysctls_source_records_them_and_replay():
+    recorder: dict[str, bytes] = {}
+    data = sockstat.read(netns_tree(recorder=recorder, host_sysctls=HOST_SYSCTLS))
+    by_sysctls: dict[str, bytes] = {}
+    sysctls.read(netns_tree(recorder=by_sysctls, host_sysctls=HOST_SYSCTLS))
+    # one key written by both sources: it must not matter which one reads first
+    assert recorder["json/host_sysctls"] == by_sysctls["json/host_sysctls"]
+    assert not any(key.startswith("json/sockstat/host") for key in recorder)
+    replayed = sockstat.read(ReadContext(root="/nonexistent", netns="ns", live=False, replay=recorder))
+    assert replayed == data and replayed.limits_from == "host"
+
+
+@pytest.mark.parametrize("bad", [None, "287898 383867 575796", [1, 2], [1, 2, 3, 4], [1, -2, 3], [True, 1, 2],
+                                 [1.5, 2, 3], ["1", "2", "3"], {"low": 1}])
+def test_damaged_host_limits_in_a_bundle_are_unknown(bad):
+    recorder: dict[str, bytes] = {}
+    sockstat.read(netns_tree(recorder=recorder, host_sysctls=HOST_SYSCTLS))
+    recorder["json/host_sysctls"] = json.dumps({"net.ipv4.tcp_mem": bad, "net.ipv4.udp_mem": [4, 5, 6]}).encode()
+    data = sockstat.read(ReadContext(root="/nonexistent", netns="ns", live=False, replay=recorder))
+    assert data.tcp_mem is None and data.udp_mem == (4, 5, 6) and data.limits_from == "host"
+
+
+@pytest.mark.parametrize("recorded", [b"[287898, 383867, 575796]", b"null", b"\"287898 383867 575796\""])
+def test_host_sysctls_that_are_not_a_table_are_ignored(recorded):
+    recorder: dict[str, bytes] = {}
+    sockstat.read(netns_tree(recorder=recorder, host_sysctls=HOST_SYSCTLS))
+    recorder["json/host_sysctls"] = recorded
+    result = read_source(SOURCES["sockstat"], ReadContext(root="/nonexistent", live=False, replay=recorder))
+    assert result.ok and (result.data.tcp_mem, result.data.udp_mem, result.data.limits_from) == (None, None, None)
+
+
+def test_bundle_without_host_sysctls_has_no_limits():
+    recorder: dict[str, bytes] = {}
+    sockstat.read(netns_tree(recorder=recorder))  # no host_sysctls handed over (host namespace, a --root tree)
+    assert "json/host_sysctls" not in recorder
+    data = sockstat.read(ReadContext(root="/nonexistent", live=False, replay=recorder))
+    assert (data.tcp_mem, data.udp_mem, data.limits_from) == (None, None, None)
+    assert data.tables["sockets"]["used"] == 0
+
+
+def test_no_limit_file_is_held_open():
+    """The limits come through ReadContext.host_sysctls: no descriptor kept from import time."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass  # the directory's own descriptor, gone by now
+    assert not [path for path in held if path.endswith(("/ipv4/tcp_mem", "/ipv4/udp_mem"))]

@@ -102,7 +102,10 @@ class ReadContext:
         import json
 
         if self.replay is not None:
-            return json.loads(self._replayed(f"json/{key}"))
+            try:
+                return json.loads(self._replayed(f"json/{key}"))
+            except ValueError as exc:  # damaged bundle entry
+                raise ParseError(f"json/{key} in the bundle: {exc}") from None
         value = produce()
         if self.recorder is not None:  # serialise only for a bundle
             self._keep(f"json/{key}", json.dumps(value).encode())

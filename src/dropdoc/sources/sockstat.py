@@ -17,8 +17,10 @@ What is per network namespace (kernel 6.x `sockstat_seq_show`): `inuse` (per pro
 UDP (`proto_memory_allocated`, in pages) - and so are their limits tcp_mem/udp_mem
 (`low pressure high`, pages), which exist only in the initial namespace's /proc/sys.
 Read from inside a namespace those two files are missing; because they are global the
-host's value is the right one, so the live reader keeps the files open from the namespace
-dropdoc started in (`limits_from` says where the values came from; None: unknown).
+host's value is the right one: take_snapshot reads it in the host namespace before
+entering the netns (ReadContext.host_sysctls, recorded in bundles as json/host_sysctls,
+like the sysctls source does). `limits_from` says where the values came from: "netns"
+(this namespace's /proc/sys), "host" (host_sysctls), None: unknown.
 """
 
 from __future__ import annotations
@@ -99,52 +101,31 @@ class Sockstat:
         return {"net.ipv4.tcp_mem": self.tcp_mem, "net.ipv4.udp_mem": self.udp_mem}.get(key)
 
 
-def _open_host_limits() -> dict[str, int]:
-    """File descriptors on the global limit files, opened while this process is still in
-    its own namespace (when this module is imported). A sysctl file opened there keeps
-    answering with the global value after the thread enters another namespace, where the
-    file cannot be opened at all; pread() at offset 0 re-reads the current value."""
-    fds: dict[str, int] = {}
-    for key in LIMIT_KEYS:
-        try:
-            fds[key] = os.open("/" + "/".join(sysctls.key_path(key)), os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            pass  # not the initial namespace (a container): the limits stay unknown
-    return fds
-
-
-_HOST_LIMIT_FDS = _open_host_limits()
-
-
-def _read_host_limit(key: str) -> str | None:
-    fd = _HOST_LIMIT_FDS.get(key)
-    if fd is None:
-        return None
+def _host_limits(ctx: ReadContext) -> dict[str, object]:
+    """The global sysctls take_snapshot read in the host namespace (live, in a netns), or
+    their recording in a bundle; {} when there are none (read in the host namespace)."""
+    if ctx.host_sysctls is None and ctx.replay is None:
+        return {}
     try:
-        return os.pread(fd, 4096, 0).decode("utf-8", errors="replace")
-    except OSError:
-        return None
+        # The very key and value the sysctls source records: whichever reads first writes it.
+        host = ctx.record_json("host_sysctls", lambda: sysctls._jsonable(ctx.host_sysctls or {}))
+    except DropdocError:
+        return {}  # a bundle recorded in the host namespace: no host_sysctls in it
+    return host if isinstance(host, dict) else {}
 
 
 def _limit(ctx: ReadContext, key: str) -> tuple[tuple[int, int, int] | None, str | None]:
-    parts = sysctls.key_path(key)
     try:
-        return parse_limit(ctx.read(*parts), key), "netns"
-    except ParseError:
-        return None, None
+        return parse_limit(ctx.read(*sysctls.key_path(key)), key), "netns"
     except SourceUnavailable:
         pass  # inside a namespace: the global limit is only in the initial one
     except DropdocError:
         return None, None
-
+    value = _host_limits(ctx).get(key)
+    if not (isinstance(value, list) and all(type(v) is int for v in value)):
+        return None, None  # unknown, or damaged in a bundle
     try:
-        text = ctx.record_json(f"sockstat/host/{key}", lambda: _read_host_limit(key) if ctx.live else None)
-    except DropdocError:
-        return None, None
-    if not isinstance(text, str):
-        return None, None
-    try:
-        return parse_limit(text, key), "host"
+        return parse_limit(" ".join(map(str, value)), key), "host"
     except ParseError:
         return None, None
 

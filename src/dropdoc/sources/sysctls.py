@@ -75,9 +75,12 @@ def read_keys(ctx: ReadContext, keys: tuple[str, ...]) -> dict[str, Value | None
 
 def read(ctx: ReadContext) -> dict[str, Value | None]:
     values = read_keys(ctx, KEYS)
-    if ctx.host_sysctls is not None or ctx.replay is not None:
+    in_bundle = ctx.replay is not None and "json/host_sysctls" in ctx.replay
+    if ctx.host_sysctls is not None or in_bundle:
         # In a child namespace the global keys exist only in the host's view.
         host = ctx.record_json("host_sysctls", lambda: _jsonable(ctx.host_sysctls or {}))
+        if not isinstance(host, dict):
+            host = {}
         for key in GLOBAL_KEYS & set(KEYS):
             if values.get(key) is None and host.get(key) is not None:
                 value = host[key]

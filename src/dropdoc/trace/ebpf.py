@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 from dataclasses import dataclass, field
 
 from ..errors import DropdocError, NeedsPrivilege, ParseError, SourceUnavailable
 from . import bpf, program
 from . import btf as btf_mod
 from . import reasons as reasons_mod
+from .backend import attach_timed
 
 PROG_NAME = "dropdoc_kfree"
 COUNTS_MAP = "dropdoc_drops"
@@ -45,13 +45,7 @@ class BpfBackend:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def attach(self) -> None:
-        started = time.monotonic()
-        try:
-            self._attach()
-        except BaseException:
-            self.close()
-            raise
-        self.startup_ms = (time.monotonic() - started) * 1000
+        self.startup_ms = attach_timed(self._attach, self.close)
 
     def _attach(self) -> None:
         try:

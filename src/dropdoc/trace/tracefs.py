@@ -20,7 +20,6 @@ import os
 import re
 import select
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -32,6 +31,7 @@ from ..errors import (
     read_text,
 )
 from . import reasons as reasons_mod
+from .backend import attach_timed
 
 DEFAULT_MOUNT = "/sys/kernel/tracing"
 EVENT = "events/skb/kfree_skb"
@@ -203,13 +203,7 @@ class TracefsBackend:
     _final_lost: int | None = None
 
     def attach(self) -> None:
-        started = time.monotonic()
-        try:
-            self._attach()
-        except BaseException:
-            self.close()
-            raise
-        self.startup_ms = (time.monotonic() - started) * 1000
+        self.startup_ms = attach_timed(self._attach, self.close)
 
     def _attach(self) -> None:
         global _instance_seq
