@@ -380,3 +380,35 @@ def test_global_sysctls_unreadable_in_a_namespace_give_a_host_command():
         for key in keys:
             (text,) = [t for t in texts if t.startswith(f"sysctl {key} ")]
             assert "not readable inside netns srv" in text and "host namespace" in text
+
+
+# --- proposals derived from what was measured (the lab's cpu-backlog / time-squeeze --fix) ------
+
+def test_backlog_proposal_holds_what_the_worst_cpu_dropped():
+    # the lab's cpu-backlog: netdev_max_backlog 1, ~10000 dropped on the RPS CPU in 3 s;
+    # doubling (1 -> 2) left thousands of drops; 1 + 9980 -> 16384 brought them to 0
+    host = Host()
+    host.sysctls["net.core.netdev_max_backlog"] = 1
+    f = evaluate(squeeze_window(host=host, seconds=3.0, cpu1=dict(dropped=9980), cpu0=dict(dropped=20)))[0][
+        "cpu.backlog_drop"]
+    fix = sysctl_fix(f, "net.core.netdev_max_backlog")
+    assert (fix["current"], fix["proposed"]) == (1, 16384)
+    assert "the 1 packets the backlog held plus the 9980 dropped on the worst CPU" in fix["note"]
+
+
+def test_backlog_proposal_is_at_least_double_and_capped():
+    from dropdoc.rules.enrichers.kernel import BACKLOG_CEILING, backlog_proposal
+
+    assert backlog_proposal(1000, 300) == 2048  # 2 x 1000 rounds up to 2048 already
+    assert backlog_proposal(1000, 10_000_000) == BACKLOG_CEILING
+    assert backlog_proposal(100_000, 5) == 200_000  # already above the cap: still twice
+
+
+def test_budget_below_the_kernel_default_goes_back_to_it():
+    # the lab's time-squeeze: netdev_budget 4; doubling to 8 still squeezed ~26/s, 300 did not
+    host = Host()
+    host.sysctls["net.core.netdev_budget"] = 4
+    f = evaluate(squeeze_window(host=host, cpu1=dict(time_squeeze=13000, processed=80000)))[0]["cpu.time_squeeze"]
+    budget = sysctl_fix(f, "net.core.netdev_budget")
+    assert (budget["current"], budget["proposed"]) == (4, 300)
+    assert "below the kernel's default of 300" in budget["note"]

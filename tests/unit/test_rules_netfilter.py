@@ -195,10 +195,12 @@ def test_table_full_from_the_captured_overflow():
     assert (subject["drops"], subject["early_drops"]) == (1206, 22)
     assert "ddlab" not in subject["conntrack_table"] and "srv" in subject["conntrack_table"]
     fix = next(f for f in finding.fixes if f["kind"] == "sysctl" and f["key"] == MAX)
-    assert (fix["current"], fix["proposed"]) == (256, 512)
+    # the peak 256 plus the 1228 refused/evicted, with 50% headroom: 2226 -> 4096
+    assert (fix["current"], fix["proposed"]) == (256, 4096)
     assert fix["scope"].startswith("global")
-    assert "up to 160 KiB of kernel memory at 512 entries" in fix["note"]
-    # 262144 buckets already hold 512 entries: no bucket change proposed
+    assert "the peak of 256 entries plus the 1228 refused in the window" in fix["note"]
+    assert "up to 1 MiB of kernel memory at 4096 entries" in fix["note"]
+    # 262144 buckets already hold 4096 entries: no bucket change proposed
     assert not any(f.get("key") == BUCKETS for f in finding.fixes)
     assert "nf_conntrack_tcp_timeout_established=432000 s (5.0 days)" in next(
         f for f in finding.fixes if f["kind"] == "config")["text"]

@@ -613,6 +613,26 @@ def test_rcvbuf_default_sized_socket_gets_no_so_rcvbuf_advice():
     assert sysctl_fix(f, "net.core.rmem_default")["proposed"] == 524288
 
 
+def test_rcvbuf_set_by_every_application_gets_no_rmem_default():
+    # rmem_default only sizes sockets that do not set SO_RCVBUF: raising it (host-wide) would
+    # reach none of them - the lab's udp-rcvbuf scenario showed it not effective, rolled back
+    host, flood = rcvbuf_host(8192)
+    f = evaluate(window_of(host, flood))[0]["udp.rcvbuf_full"]
+    assert sysctl_fix(f, "net.core.rmem_default") is None and sysctl_fix(f, "net.core.rmem_max") is None
+    assert any("sets SO_RCVBUF=4096" in x["text"] for x in fixes_of(f, "app"))
+
+
+def test_rcvbuf_capped_by_rmem_max_proposes_rmem_max():
+    # in force = 2 x rmem_max: the application asked for at least rmem_max and was capped
+    host, flood = rcvbuf_host(2 * 212992)
+    host.sysctls["net.core.rmem_max"] = 212992
+    f = evaluate(window_of(host, flood))[0]["udp.rcvbuf_full"]
+    assert sysctl_fix(f, "net.core.rmem_default") is None
+    maximum = sysctl_fix(f, "net.core.rmem_max")
+    assert (maximum["current"], maximum["proposed"]) == (212992, 524288)
+    assert "at this cap" in maximum["note"]
+
+
 def test_warning_level_exit_code_for_a_slow_backlog_drop():
     diagnosis = diagnosis_from_window(window_of(TransportHost(), lambda h: bump_all(h, **{"TcpExt.TCPBacklogDrop": 2})))
     assert diagnosis.exit_code() == EXIT_WARNING

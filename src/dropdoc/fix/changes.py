@@ -16,7 +16,7 @@ import json
 import re
 import subprocess
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from ..errors import DropdocError, ParseError, SourceUnavailable
 from . import sysctl as sysctl_mod
@@ -122,6 +122,9 @@ class Change:
 @dataclass
 class SysctlChange(Change):
     key: str = ""
+    # Writes (and restores) through this callable instead of /proc/sys: the lab hands in
+    # LabNet.set_host_sysctl for global keys, so they are restored when the lab is torn down.
+    writer: Callable[[str, Any], Any] | None = field(default=None, compare=False, repr=False)
     kind: ClassVar[str] = "sysctl"
     validate_reads_system: ClassVar[bool] = True
 
@@ -154,6 +157,12 @@ class SysctlChange(Change):
                                    "or not on this kernel): not changed from a namespace")
 
     def _write(self, value: Any) -> None:
+        if self.writer is not None:
+            try:
+                self.writer(self.key, value)
+            except OSError as exc:
+                raise ChangeFailed(f"writing {self.key}: {exc.strerror or exc}") from None
+            return
         sysctl_mod.raw_write(self.key, value, self.netns)
 
     def command(self, value: Any = None) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import DropdocError, NeedsPrivilege, SourceUnavailable
 from ..model import SCHEMA
@@ -202,12 +202,36 @@ def _derived_rings(finding: dict[str, Any], netns: str | None, seconds: float | 
     return derived
 
 
+def host_only(key: str, netns: str | None, live: bool = True) -> bool:
+    """A sysctl that namespace `netns` cannot set for itself: global, or (live) absent or
+    read-only there while the host namespace can write it."""
+    if netns is None:
+        return False
+    if sysctl_mod.is_global(key):
+        return True
+    if not live:
+        return False
+    try:
+        return sysctl_mod.presence(key, netns) != "writable" and sysctl_mod.presence(key, None) == "writable"
+    except DropdocError:
+        return False
+
+
+HOST_NOTE = "global: written in the host namespace by {by}"
+
+
 def make_plan(diagnosis: dict[str, Any], source: str = "diagnosis", live: bool = True,
-              netns: str | None = None, use_diagnosis_netns: bool = True) -> Plan:
+              netns: str | None = None, use_diagnosis_netns: bool = True,
+              host_sysctl: Callable[[str, Any], Any] | None = None, host_sysctl_by: str = "the caller") -> Plan:
     """Plan the fixes of `diagnosis` for its namespace (host.netns).
 
     live=False plans without touching the system (current values as the diagnosis saw
-    them, no namespace checks): for tests and for reading a diagnosis elsewhere."""
+    them, no namespace checks): for tests and for reading a diagnosis elsewhere.
+
+    host_sysctl: for a named namespace, sysctls only the host namespace can set (global
+    keys) are planned for the host and written through this callable `(key, value)`
+    instead of being refused - the lab passes LabNet.set_host_sysctl, which restores them
+    on teardown. Without it (`dropdoc fix`), they stay refused for a named namespace."""
     check_diagnosis(diagnosis)
     if use_diagnosis_netns:
         netns = (diagnosis.get("host") or {}).get("netns")
@@ -253,10 +277,14 @@ def make_plan(diagnosis: dict[str, Any], source: str = "diagnosis", live: bool =
                 plan.actions.append({"finding": finding["id"], "kind": "note",
                                      "text": f"cannot act on a fix record: {change}"})
                 continue
+            note = str(fix.get("note") or "")
+            if host_sysctl is not None and isinstance(change, SysctlChange) and host_only(change.key, netns, live):
+                change = SysctlChange(None, change.value, key=change.key, writer=host_sysctl)
+                note = "; ".join(filter(None, (HOST_NOTE.format(by=host_sysctl_by), note)))
             proposed = change.value
             why = why_mod.explain(finding, change.target, fix.get("current"), proposed, seconds,
                                   given=fix.get("why"), kind=change.kind, fields=change.fields())
-            add(change, finding, proposed, why, str(fix.get("note") or ""), fix.get("current"))
+            add(change, finding, proposed, why, note, fix.get("current"))
         if finding["id"] == "nic.rx_missed" and "ring" not in kinds_seen:
             for probe, why, current, _maximum in _derived_rings(finding, netns, seconds, live):
                 add(probe, finding, probe.value, why, "the NIC may briefly reset its queues", current)

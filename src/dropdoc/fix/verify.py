@@ -13,6 +13,11 @@ when a change cannot show yet.
 - Drops that fell while the traffic fell as well (IP packets in + out of the namespace below
   a quarter of before) prove nothing: "inconclusive", kept, exit 1.
 - Otherwise a change none of whose findings went down by at least half is rolled back.
+- A longer reassembly timeout (ipfrag_time) postpones the drops it does not prevent: in a
+  window shorter than the new timeout, fewer drops prove nothing - "inconclusive", kept.
+- A finding that counts no drops (cpu.time_squeeze: a squeeze delays, it drops nothing)
+  reports a condition above its rule's threshold: fixed when it is no longer reported,
+  not improved while it still is.
 """
 
 from __future__ import annotations
@@ -123,20 +128,29 @@ def check_finding(finding: dict[str, Any], after: Diagnosis,
     found = after.finding(fid)
     after_drops = found.drops if found else 0
     after_rate = found.rate_per_s if found else 0.0
-    if before_rate is None or before_rate <= 0:
+    condition = before_drops == 0 and (before_rate or 0) == 0  # e.g. cpu.time_squeeze: delays, drops nothing
+    if condition:
+        # A finding that counts no drops reports a condition above its rule's threshold:
+        # judged by whether it is still reported.
+        if found is not None and found.harmful:
+            return FindingCheck(fid, before_drops, before_rate, after_drops, after_rate, NOT_IMPROVED,
+                                f"still reported after the change: {found.summary}")
+        detail = "reported before (a condition, no drops), no longer reported after the change"
+    elif before_rate is None or before_rate <= 0:
         return FindingCheck(fid, before_drops, before_rate, after_drops, after_rate, UNKNOWN,
                             "no drop rate before the change to compare with")
-    if after_rate > before_rate * REQUIRED_REDUCTION:
+    elif after_rate > before_rate * REQUIRED_REDUCTION:
         return FindingCheck(fid, before_drops, before_rate, after_drops, after_rate, NOT_IMPROVED,
                             f"{before_rate:.1f}/s before, {after_rate:.1f}/s after: not down by half")
+    else:
+        detail = f"{before_rate:.1f}/s before, {after_rate:.1f}/s after"
     traffic = _traffic({**_evidence_counters(finding), **(before_counters or {})}, after.counter_deltas)
     if traffic and traffic[0] >= MIN_TRAFFIC and traffic[1] < traffic[0] * LOW_LOAD:
         return FindingCheck(fid, before_drops, before_rate, after_drops, after_rate, INCONCLUSIVE,
                             f"the traffic fell too ({' + '.join(traffic[2])}: {traffic[0]} before, "
                             f"{traffic[1]} after): re-check under comparable load")
     verdict = FIXED if after_drops == 0 else IMPROVED
-    return FindingCheck(fid, before_drops, before_rate, after_drops, after_rate, verdict,
-                        f"{before_rate:.1f}/s before, {after_rate:.1f}/s after")
+    return FindingCheck(fid, before_drops, before_rate, after_drops, after_rate, verdict, detail)
 
 
 def _who(pid: int | None, process: str | None) -> str:
@@ -205,6 +219,21 @@ def sockets_pending(applied: Applied, probes: Probes) -> list[str]:
     return reasons
 
 
+# Timeouts after which the kernel gives up and counts the drop: a longer one can only be
+# judged over a window longer than it (within a shorter one, drops are postponed, not gone).
+TIMEOUT_KEYS = ("net.ipv4.ipfrag_time", "net.ipv6.ip6frag_time")
+
+
+def _window_shorter_than_timeout(applied: Applied, seconds: float | None) -> str:
+    change = applied.change
+    key = getattr(change, "key", None)
+    new = applied.in_force if isinstance(applied.in_force, int) else applied.planned.proposed
+    if key not in TIMEOUT_KEYS or not isinstance(new, int) or seconds is None or seconds > new:
+        return ""
+    return (f"{key} {new} s cannot be judged in a {seconds:g} s window: what still fails to reassemble "
+            f"times out only after {new} s, past the re-measurement; re-check over a window longer than {new} s")
+
+
 def verify(plan: Plan, applied: list[Applied], after: Diagnosis,
            before_counters: dict[str, Any] | None = None, probes: Probes | None = None) -> Verification:
     """Verdict per finding and per change; decides what to keep and what to roll back."""
@@ -218,8 +247,15 @@ def verify(plan: Plan, applied: list[Applied], after: Diagnosis,
             item.pending = listen_pending(item, probes)
         elif item.change.effect == NEW_SOCKETS and not verdicts & {FIXED, IMPROVED}:
             item.pending = sockets_pending(item, probes)
+        too_short = _window_shorter_than_timeout(item, plan.window_seconds)
         if item.pending:
             item.verdict, item.detail = PENDING, "; ".join(item.pending)
+            result.keep.append(item)
+        elif verdicts & {FIXED, IMPROVED} and too_short:
+            item.verdict, item.detail = INCONCLUSIVE, too_short
+            for check in checks:
+                if check and check.verdict in (FIXED, IMPROVED):
+                    check.verdict, check.detail = INCONCLUSIVE, f"{check.detail}; {too_short}"
             result.keep.append(item)
         elif verdicts & {FIXED, IMPROVED}:
             item.verdict = VERIFIED

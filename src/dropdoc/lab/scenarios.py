@@ -1,8 +1,14 @@
 """Running a lab scenario: build, load, diagnose; with fix=True plan and apply the
 proposed fixes in the measured namespace (dropdoc.fix: validated, journaled in memory),
 restart the servers (a new somaxconn only applies when the application calls listen()
-again), measure the same load again and let the fixer verify - keeping what lowered the
-drops and rolling back what did not."""
+again, a new rmem_default to sockets created afterwards), measure the same load again and
+let the fixer verify - keeping what lowered the drops and rolling back what did not.
+
+Global (host-wide) sysctls - netdev_max_backlog, netdev_budget, nf_conntrack_max,
+rmem_default, ... - cannot be set from the lab's namespaces. Inside the lab only, the fixer
+writes them in the host namespace through lab.set_host_sysctl, which puts the previous
+value back when the lab is torn down (also on errors and Ctrl-C); `dropdoc fix` for a
+named namespace keeps refusing them."""
 
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from .topology import LabError, LabNet
 
 __all__ = ["PORT", "LabResult", "Measurement", "all_scenarios", "get", "run"]
 
-
+HOST_WRITER = "the lab (lab.set_host_sysctl), which puts the previous value back on teardown"
 
 
 @dataclass
@@ -43,6 +49,10 @@ class LabResult:
     after: Measurement | None = None
     server_pids_after: list[int] = field(default_factory=list)
     fix_report: Any = None  # dropdoc.fix.fixer.FixReport: plan, verdicts, rollbacks
+    # Host-wide sysctls the run changed (setup or fix) -> the value before the run, and
+    # those the teardown could not put back (empty when everything was restored).
+    host_sysctls: dict[str, Any] = field(default_factory=dict)
+    host_sysctls_not_restored: dict[str, Any] = field(default_factory=dict)
 
     @property
     def server_pid(self) -> int | None:
@@ -65,6 +75,8 @@ class LabResult:
                 report = self.fix_report.to_dict()
                 out["fix"].update({k: report[k] for k in ("plan", "verification", "rolled_back", "exit_code")
                                    if k in report})
+        if self.host_sysctls:
+            out["host_sysctls"] = {"changed": self.host_sysctls, "not_restored": self.host_sysctls_not_restored}
         return out
 
 
@@ -125,8 +137,13 @@ def _apply_fixes(lab: LabNet, scenario: Scenario, result: LabResult, servers: li
 
     measured_ns = _namespace(lab, scenario.measure_side)
     plan = make_plan(result.before.diagnosis.to_dict(), source=f"lab scenario {scenario.name}",
-                     netns=measured_ns, use_diagnosis_netns=False)
+                     netns=measured_ns, use_diagnosis_netns=False,
+                     host_sysctl=lab.set_host_sysctl, host_sysctl_by=HOST_WRITER)
     result.refused = [f"{c.target}: {c.reason}" for c in plan.changes if c.status in (REFUSED, UNREADABLE)]
+    for planned in plan.actionable:
+        if planned.change.netns is None:
+            phase(f"{planned.target} is global: setting it host-wide through lab.set_host_sysctl "
+                  f"({planned.current} -> {planned.proposed}), restored when the lab is torn down")
 
     def restart_and_measure() -> Diagnosis:
         for process in servers:
@@ -143,6 +160,7 @@ def _apply_fixes(lab: LabNet, scenario: Scenario, result: LabResult, servers: li
     result.fix_report = report
     result.applied = [{"finding": a.planned.findings[0], "findings": a.planned.findings, "kind": a.change.kind,
                        "key": a.change.target, "old": a.old, "new": a.planned.proposed, "netns": a.change.netns,
+                       "scope": "host (global, restored on teardown)" if a.change.netns is None else "netns",
                        "verdict": a.verdict, "detail": a.detail, **({"restored": a.restored} if a.restored else {})}
                       for a in report.applied]
     if report.error:
@@ -172,7 +190,11 @@ def run(name: str, fix: bool = False, on_phase: Callable[[str], None] | None = N
         phase(f"servers {[p.pid for p in servers]} ready; measuring {scenario.window:g} s under load")
         result = LabResult(scenario, lab.server_ns, lab.client_ns, [p.pid for p in servers],
                            _measure(lab, scenario, on_tick))
-        if fix:
-            _apply_fixes(lab, scenario, result, servers, phase, on_tick)
-        phase("tearing down the lab")
+        try:
+            if fix:
+                _apply_fixes(lab, scenario, result, servers, phase, on_tick)
+            phase("tearing down the lab")
+        finally:
+            result.host_sysctls = dict(lab.host_sysctls_saved)
+    result.host_sysctls_not_restored = dict(lab.host_sysctls_saved)  # close() removes what it restored
     return result

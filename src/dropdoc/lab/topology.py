@@ -10,12 +10,16 @@ namespaces by the names we made (a random tag keeps parallel runs apart).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from ..errors import DropdocError, NeedsPrivilege
 
@@ -31,6 +35,40 @@ LAB_PREFIX = "198.18.0.0/15"  # the whole lab range: routed via the router from 
 
 class LabError(DropdocError):
     """The lab could not be built (missing tool, no root, kernel refused)."""
+
+
+# Host-wide sysctls are one value for the whole machine: two lab runs (parallel test
+# sessions) that change the same key in overlapping windows would each save the other's
+# lowered value as "the original" and one of them would restore it. A lab holds this lock
+# from its first host change until it has put every value back.
+HOST_LOCK = "/run/lock/dropdoc-lab-host-sysctls.lock"
+HOST_LOCK_WAIT = 180.0
+
+
+def _take_host_lock(wait: float) -> int:
+    path = HOST_LOCK if os.path.isdir(os.path.dirname(HOST_LOCK)) else "/tmp/dropdoc-lab-host-sysctls.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise LabError(f"another lab run has been changing host-wide sysctls for {wait:g} s "
+                               f"(lock {path}): try again when it is done") from None
+            time.sleep(0.1)
+
+
+@contextmanager
+def host_settings_lock(wait: float = HOST_LOCK_WAIT) -> Iterator[None]:
+    """Hold the lab's host-sysctl lock: host values read inside are not a lab's temporary ones."""
+    fd = _take_host_lock(wait)
+    try:
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the flock
 
 
 def _ip(*args: str) -> None:
@@ -62,6 +100,7 @@ class LabNet:
     # Host-wide sysctls a scenario had to change (global keys), restored in close().
     host_sysctls_saved: dict[str, object] = field(default_factory=dict)
     router: bool = False  # build client - router - server instead of client - server
+    _host_lock: int | None = field(default=None, repr=False)  # held while host sysctls are changed
 
     @property
     def server_ns(self) -> str:
@@ -190,6 +229,8 @@ class LabNet:
         """Change a global (host-wide) sysctl for the scenario; close() restores it."""
         from ..fix.sysctl import write_sysctl  # late: fix imports the netns helpers
 
+        if self._host_lock is None:
+            self._host_lock = _take_host_lock(HOST_LOCK_WAIT)
         old = write_sysctl(key, value, None)
         self.host_sysctls_saved.setdefault(key, old)
 
@@ -225,6 +266,9 @@ class LabNet:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
         self.created.clear()
         self._restore_host_sysctls()
+        if self._host_lock is not None and not self.host_sysctls_saved:
+            os.close(self._host_lock)  # everything is back: other lab runs may change them now
+            self._host_lock = None
 
     def _restore_host_sysctls(self) -> None:
         path_of = lambda key: "/proc/sys/" + key.replace(".", "/")  # noqa: E731

@@ -4,13 +4,16 @@ Only sends to the lab range or loopback, at most --packets datagrams and for at 
 --max-seconds. --rate 0 sends as fast as one Python process can (~200-400k/s here).
 --df sets IP_PMTUDISC_DO (don't fragment) for MTU scenarios. --fresh-source sends every
 datagram from a new socket (a new ephemeral source port), so each one is a new flow for
-connection tracking (conntrack-table scenarios).
+connection tracking (conntrack-table scenarios). --cpu N runs the sender on CPU N only
+(softnet scenarios: the sender on one CPU, RPS steering the receive side to another, so
+the receiving CPU's backlog is fed across CPUs as a NIC would, not drained inline).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 import time
@@ -67,11 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh-source", action="store_true",
                         help="send each datagram from a new socket (a new source port: a new flow)")
     parser.add_argument("--max-seconds", type=float, default=5.0)
+    parser.add_argument("--cpu", type=int, default=None, help="run on this CPU only (sched_setaffinity)")
     args = parser.parse_args(argv)
     host, port = split_target(args.target)
     if not allowed_target(host):
         print(f"refusing to send to {host}: only the lab range {LAB_NETWORK} or loopback", file=sys.stderr)
         return 2
+    if args.cpu is not None:
+        try:
+            os.sched_setaffinity(0, {args.cpu})
+        except (OSError, ValueError) as exc:  # no such CPU (offline, cpuset): run unpinned
+            print(f"not pinned to CPU {args.cpu}: {exc}", file=sys.stderr)
     summary = burst(host, port, min(args.packets, MAX_PACKETS), max(0, min(args.size, 65000)),
                     args.rate, min(args.max_seconds, 60.0), args.df, args.fresh_source)
     print(json.dumps(summary), flush=True)

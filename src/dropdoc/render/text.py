@@ -180,7 +180,8 @@ def render_lab(result, console: Console) -> None:
         verdict = f" - {change['verdict']}" if change.get("verdict") else ""  # dropdoc.fix verification
         if change.get("restored"):
             verdict += f", rolled back ({change['restored']})"
-        console.print(f"applied in netns {change['netns']}: {change['key']} {change['old']} -> {change['new']}{verdict}")
+        where = f"in netns {change['netns']}" if change.get("netns") else "host-wide (global key, restored on teardown)"
+        console.print(f"applied {where}: {change['key']} {change['old']} -> {change['new']}{verdict}")
     for refusal in result.refused:
         console.print(Text(f"refused: {refusal}", style="yellow"))
     console.print(f"server restarted (pid {result.server_pid} -> {result.server_pid_after}) so listen() uses the new limits")
@@ -206,5 +207,8 @@ def lab_exit_code(result) -> int:
     if not found or found[0].id != expected:
         return 1
     if result.after is not None and result.after.diagnosis.finding(expected) is not None:
+        return 1
+    report = getattr(result, "fix_report", None)
+    if report is not None and report.exit_code != 0:  # e.g. inconclusive: the drops may only be postponed
         return 1
     return 0

@@ -23,9 +23,12 @@ def softnet(finding: Finding, window: Window) -> None:
             finding.subjects.append({"cpu": int(name.split(".")[1][3:]), "drops": value})
     current = sysctl(window, "net.core.netdev_max_backlog")
     if isinstance(current, int):
-        finding.fixes.append(sysctl_fix(window, "net.core.netdev_max_backlog", current,
-                                        next_power_of_two(2 * current),
-                                        "global: changes the whole host, not only this namespace"))
+        worst = max((s["drops"] for s in finding.subjects), default=0)
+        proposed = backlog_proposal(current, worst)
+        finding.fixes.append(sysctl_fix(window, "net.core.netdev_max_backlog", current, proposed, (
+            f"global: changes the whole host, not only this namespace; {proposed} holds the {current} packets "
+            f"the backlog held plus the {worst} dropped on the worst CPU in the window (a power of two, at least "
+            f"twice the value; capped at {BACKLOG_CEILING}: beyond that, spread the load over more CPUs)")))
     else:
         finding.fixes.append(_unseen_global(window, "net.core.netdev_max_backlog"))
     if len(finding.subjects) == 1:
@@ -35,6 +38,15 @@ def softnet(finding: Finding, window: Window) -> None:
     if window.after.netns:
         finding.explanation = (f"{HOST_WIDE}, not only netns {window.after.netns}; the backlog is fed by "
                                "veth, loopback, non-NAPI drivers and RPS")
+
+BACKLOG_CEILING = 1 << 16  # beyond this a per-CPU queue only adds delay: spread the load instead
+
+
+def backlog_proposal(current: int, worst_cpu_drops: int) -> int:
+    """A backlog that holds what one CPU queued plus what it dropped in the window (the
+    backlog is per CPU): at least twice the value in force, a power of two, capped."""
+    wanted = max(2 * current, next_power_of_two(current + worst_cpu_drops), 1)
+    return min(wanted, max(BACKLOG_CEILING, 2 * current))
 
 # --- cpu.time_squeeze ---------------------------------------------------------------------
 
@@ -111,6 +123,17 @@ def _unseen_global(window: Window, key: str) -> dict[str, Any]:
         f"and set at least twice that value there (sysctl -w {key}=<2x>)")}
 
 
+# The kernel's defaults: 300 packets per softirq round; 2 jiffies (2000 us at HZ=1000, 8000 at
+# HZ=250) - the usecs default depends on HZ, so only the packet budget has a fixed floor.
+KERNEL_BUDGET = 300
+
+
+def budget_proposal(current: int) -> int:
+    """Twice the budget in force, and at least the kernel's default: a budget below it
+    was lowered by hand, and doubling a handful of packets does not end the squeezes."""
+    return max(2 * current, KERNEL_BUDGET)
+
+
 def _budget_fixes(window: Window) -> list[dict[str, Any]]:
     fixes = []
     for key, note in (
@@ -120,7 +143,11 @@ def _budget_fixes(window: Window) -> list[dict[str, Any]]:
                                              "netdev_budget")):
         current = sysctl(window, key)
         if isinstance(current, int) and current > 0:
-            fixes.append(sysctl_fix(window, key, current, 2 * current, note))
+            proposed = budget_proposal(current) if key == "net.core.netdev_budget" else 2 * current
+            if key == "net.core.netdev_budget" and current < KERNEL_BUDGET:
+                note += (f"; {current} is below the kernel's default of {KERNEL_BUDGET} packets per round: "
+                         f"back to at least the default")
+            fixes.append(sysctl_fix(window, key, current, proposed, note))
         else:
             fixes.append(_unseen_global(window, key))
     return fixes

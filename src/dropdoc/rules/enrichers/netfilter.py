@@ -221,7 +221,7 @@ def conntrack_table_full(rule: Rule, window: Window) -> Finding | None | str:
         notes.append("the count is per network namespace but nf_conntrack_max is one host-wide limit that "
                      "every namespace's count is compared against")
     finding.explanation = "; ".join(notes) or None
-    finding.fixes.extend(_table_fixes(window, maximum, buckets, peak))
+    finding.fixes.extend(_table_fixes(window, maximum, buckets, peak, drops))
     return finding
 
 
@@ -232,12 +232,24 @@ def _size(nbytes: int) -> str:
     return f"{nbytes} bytes"
 
 
-def _table_fixes(window: Window, maximum: Any, buckets: Any, peak: int | None) -> list[dict[str, Any]]:
+HEADROOM = 1.5  # the table is sized for what it had to hold plus half again
+
+
+def table_proposal(maximum: int, peak: int | None, drops: int) -> int:
+    """Entries for the peak count plus every connection refused (or evicted) in the window -
+    each needed an entry - with HEADROOM, a power of two, at least twice the limit."""
+    return next_power_of_two(max(2 * maximum, int(((peak or 0) + max(drops, 0)) * HEADROOM)))
+
+
+def _table_fixes(window: Window, maximum: Any, buckets: Any, peak: int | None,
+                 drops: int = 0) -> list[dict[str, Any]]:
     fixes: list[dict[str, Any]] = []
     if isinstance(maximum, int) and maximum > 0:
-        proposed = next_power_of_two(max(2 * maximum, int((peak or 0) * 1.5)))
+        proposed = table_proposal(maximum, peak, drops)
+        held = f"the peak of {peak} entries plus the {drops} refused in the window, with 50% headroom; " \
+            if drops and peak is not None else ""
         fixes.append(sysctl_fix(window, MAX, maximum, proposed, (
-            f"set it in the host (initial) namespace; up to {_size(proposed * ENTRY_BYTES)} of kernel "
+            f"{held}set it in the host (initial) namespace; up to {_size(proposed * ENTRY_BYTES)} of kernel "
             f"memory at {proposed} entries (~{ENTRY_BYTES} bytes each); persist in /etc/sysctl.d/")))
         if isinstance(buckets, int) and buckets > 0 and proposed > buckets * BUCKET_CHAIN:
             fixes.append(sysctl_fix(window, BUCKETS, buckets, proposed // BUCKET_CHAIN, (

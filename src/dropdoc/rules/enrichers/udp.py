@@ -31,20 +31,33 @@ def udp_sockets(finding: Finding, window: Window) -> None:
         finding.subjects.append(subject)
     default = sysctl(window, "net.core.rmem_default")
     maximum = sysctl(window, "net.core.rmem_max")
-    proposed = None
-    if isinstance(default, int):
-        proposed = next_power_of_two(2 * default)
+    proposed = next_power_of_two(2 * default) if isinstance(default, int) else None
+    own = proposed is not None and _all_set_their_own(finding, default)
+    # A socket at twice rmem_max asked SO_RCVBUF for at least rmem_max: the cap is what to raise.
+    capped = own and isinstance(maximum, int) and any(s.get("rcvbuf") == 2 * maximum for s in finding.subjects)
+    if proposed is not None and not own:
         finding.fixes.append(sysctl_fix(window, "net.core.rmem_default", default, proposed,
                                         "applies to sockets created afterwards: restart the receiving application"))
-        if isinstance(maximum, int) and maximum < proposed:
-            finding.fixes.append(sysctl_fix(window, "net.core.rmem_max", maximum, proposed,
-                                            "caps what an application may ask for with SO_RCVBUF"))
+    if proposed is not None and isinstance(maximum, int) and ((not own and maximum < proposed) or capped):
+        finding.fixes.append(sysctl_fix(window, "net.core.rmem_max", maximum,
+                                        max(proposed, next_power_of_two(2 * maximum)) if capped else proposed,
+                                        "caps what an application may ask for with SO_RCVBUF"
+                                        + ("; the socket's buffer is at this cap: restart the application"
+                                           if capped else "")))
     names = ", ".join(who(s) for s in finding.subjects) or "the receiving application"
     finding.fixes.append({"kind": "app", "text": (
         f"{names} reads datagrams more slowly than they arrive: set SO_RCVBUF, read in batches "
         "(recvmmsg), or spread the load over more sockets (SO_REUSEPORT)")})
     finding.fixes.extend(_own_rcvbuf_fixes(finding, default, proposed))
     finding.explanation = _burst_or_sustained(finding, window)
+
+
+def _all_set_their_own(finding: Finding, default: int) -> bool:
+    """Every dropping socket has a buffer in force other than rmem_default: each set it with
+    SO_RCVBUF, so a new rmem_default (for sockets created afterwards) reaches none of them -
+    proposing it would change the host for nothing (the app fixes below say what does)."""
+    known = [s.get("rcvbuf") for s in finding.subjects]
+    return bool(known) and all(isinstance(r, int) and r != default for r in known)
 
 
 def _own_rcvbuf_fixes(finding: Finding, default: Any, proposed: int | None) -> list[dict[str, Any]]:
