@@ -187,7 +187,8 @@ def render_lab(result, console: Console) -> None:
     console.print(f"server restarted (pid {result.server_pid} -> {result.server_pid_after}) so listen() uses the new limits")
     console.print(f"load: {result.after.load}")
     render(result.after.diagnosis, console)
-    table = Table(title=f"{scenario.expected_finding}: before and after the fix")
+    console.print(Text(f"{scenario.expected_finding}: before and after the fix", style="bold"))
+    table = Table()
     for column in ("", "drops", "drops/s"):
         table.add_column(column)
     for label, measurement in (("before", result.before), ("after", result.after)):
