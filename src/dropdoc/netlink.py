@@ -79,3 +79,25 @@ def attributes(buf: bytes, offset: int = 0) -> Iterator[tuple[int, bytes]]:
             raise ParseError(f"netlink attribute of length {length} is truncated")
         yield attr_type & 0x3FFF, buf[offset + 4: offset + length]
         offset += (length + 3) & ~3
+
+
+RTM_NEWLINK = 16
+IFLA_IFNAME = 3
+IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+
+
+def links(reply: bytes) -> Iterator[tuple[int, dict[int, bytes]]]:
+    """Walk an RTM_GETLINK dump: (ifindex, {attribute type: payload}) per link (the last
+    payload when an attribute repeats). Shared by every source that reads the link dump."""
+    for msg_type, body in messages(reply):
+        if msg_type != RTM_NEWLINK:
+            continue
+        if len(body) < IFINFOMSG.size:
+            raise ParseError("RTM_NEWLINK message shorter than ifinfomsg")
+        yield IFINFOMSG.unpack_from(body)[2], dict(attributes(body, IFINFOMSG.size))
+
+
+def ifname(attrs: dict[int, bytes]) -> str | None:
+    """IFLA_IFNAME of a link's attributes, None if absent."""
+    payload = attrs.get(IFLA_IFNAME)
+    return None if payload is None else payload.split(b"\0", 1)[0].decode("utf-8", "replace")

@@ -55,20 +55,11 @@ def parse_statistics_files(files: dict[str, str], ifname: str = "?") -> dict[str
 def parse_rtnl_links(reply: bytes) -> dict[str, dict[str, int]]:
     """Parse an RTM_GETLINK dump reply into {ifname: stats64 counters}."""
     links: dict[str, dict[str, int]] = {}
-    for msg_type, body in netlink.messages(reply):
-        if msg_type != RTM_NEWLINK:
-            continue
-        if len(body) < _IFINFOMSG.size:
-            raise ParseError("RTM_NEWLINK message shorter than ifinfomsg")
-        name, stats = None, None
-        for attr_type, payload in netlink.attributes(body, _IFINFOMSG.size):
-            if attr_type == IFLA_IFNAME:
-                name = payload.split(b"\0", 1)[0].decode("utf-8", "replace")
-            elif attr_type == IFLA_STATS64:
-                count = min(len(payload) // 8, len(STATS64_FIELDS))
-                stats = dict(zip(STATS64_FIELDS, struct.unpack_from(f"={count}Q", payload)))
-        if name is not None and stats is not None:
-            links[name] = stats
+    for _index, attrs in netlink.links(reply):
+        name, payload = netlink.ifname(attrs), attrs.get(IFLA_STATS64)
+        if name is not None and payload is not None:
+            count = min(len(payload) // 8, len(STATS64_FIELDS))
+            links[name] = dict(zip(STATS64_FIELDS, struct.unpack_from(f"={count}Q", payload)))
     return links
 
 
@@ -76,19 +67,16 @@ def parse_rtnl_carrier(reply: bytes) -> dict[str, dict[str, int]]:
     """Parse an RTM_GETLINK dump reply into {ifname: {carrier_changes, carrier_up_count, ...}}
     (only the attributes the kernel sent)."""
     links: dict[str, dict[str, int]] = {}
-    for msg_type, body in netlink.messages(reply):
-        if msg_type != RTM_NEWLINK:
-            continue
-        if len(body) < _IFINFOMSG.size:
-            raise ParseError("RTM_NEWLINK message shorter than ifinfomsg")
-        name, flaps = None, {}
-        for attr_type, payload in netlink.attributes(body, _IFINFOMSG.size):
-            if attr_type == IFLA_IFNAME:
-                name = payload.split(b"\0", 1)[0].decode("utf-8", "replace")
-            elif attr_type in CARRIER_ATTRS:
-                if len(payload) < 4:
-                    raise ParseError(f"{CARRIER_ATTRS[attr_type]} attribute of {len(payload)} bytes")
-                flaps[CARRIER_ATTRS[attr_type]] = struct.unpack_from("=I", payload)[0]
+    for _index, attrs in netlink.links(reply):
+        flaps = {}
+        for attr_type, label in CARRIER_ATTRS.items():
+            payload = attrs.get(attr_type)
+            if payload is None:
+                continue
+            if len(payload) < 4:
+                raise ParseError(f"{label} attribute of {len(payload)} bytes")
+            flaps[label] = struct.unpack_from("=I", payload)[0]
+        name = netlink.ifname(attrs)
         if name is not None and flaps:
             links[name] = flaps
     return links

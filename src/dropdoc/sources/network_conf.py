@@ -203,20 +203,13 @@ def parse_ipv6_route(text: str) -> list[Route]:
 def parse_links(reply: bytes) -> dict[int, tuple[str, int | None]]:
     """RTM_GETLINK dump -> {ifindex: (name, mtu)}."""
     links: dict[int, tuple[str, int | None]] = {}
-    for msg_type, body in netlink.messages(reply):
-        if msg_type != RTM_NEWLINK:
-            continue
-        if len(body) < _IFINFOMSG.size:
-            raise ParseError("RTM_NEWLINK message shorter than ifinfomsg")
-        _family, _type, index, _flags, _change = _IFINFOMSG.unpack_from(body)
-        name, mtu = None, None
-        for attr_type, payload in netlink.attributes(body, _IFINFOMSG.size):
-            if attr_type == IFLA_IFNAME:
-                name = payload.split(b"\0", 1)[0].decode("utf-8", "replace")
-            elif attr_type == IFLA_MTU:
-                if len(payload) != 4:
-                    raise ParseError(f"IFLA_MTU of {len(payload)} bytes")
-                (mtu,) = struct.unpack("=I", payload)
+    for index, attrs in netlink.links(reply):
+        mtu = None
+        if IFLA_MTU in attrs:
+            if len(attrs[IFLA_MTU]) != 4:
+                raise ParseError(f"IFLA_MTU of {len(attrs[IFLA_MTU])} bytes")
+            (mtu,) = struct.unpack("=I", attrs[IFLA_MTU])
+        name = netlink.ifname(attrs)
         if name is not None:
             links[index] = (name, mtu)
     return links

@@ -156,18 +156,9 @@ def _u64(payload: bytes, what: str) -> int:
 def parse_links(reply: bytes) -> dict[int, Link]:
     """RTM_GETLINK dump -> {ifindex: Link(name, txqueuelen)}."""
     links: dict[int, Link] = {}
-    for msg_type, body in netlink.messages(reply):
-        if msg_type != RTM_NEWLINK:
-            continue
-        if len(body) < _IFINFOMSG.size:
-            raise ParseError("RTM_NEWLINK message shorter than ifinfomsg")
-        ifindex = _IFINFOMSG.unpack_from(body)[2]
-        name, txqlen = None, None
-        for attr_type, payload in netlink.attributes(body, _IFINFOMSG.size):
-            if attr_type == IFLA_IFNAME:
-                name = payload.split(b"\0", 1)[0].decode("utf-8", "replace")
-            elif attr_type == IFLA_TXQLEN:
-                txqlen = _u32(payload, "IFLA_TXQLEN")
+    for ifindex, attrs in netlink.links(reply):
+        name = netlink.ifname(attrs)
+        txqlen = _u32(attrs[IFLA_TXQLEN], "IFLA_TXQLEN") if IFLA_TXQLEN in attrs else None
         if name and "/" not in name and not any(ch.isspace() for ch in name):
             links[ifindex] = Link(name, txqlen)
     return links
