@@ -215,3 +215,13 @@ def trace_cmd(netns: str | None, duration: float, by: str, proto: str | None, po
 
 if __name__ == "__main__":
     main()
+
+
+def _register_commands() -> None:
+    from .commands import commands
+
+    for command in commands():
+        main.add_command(command)
+
+
+_register_commands()
