@@ -16,8 +16,9 @@ import json
 import select
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..diagnose import diagnose
 from ..errors import DropdocError
@@ -26,7 +27,7 @@ from ..model import Diagnosis
 from .model import CLIENT, PORT, SERVER, Program, Scenario, all_scenarios
 from .topology import LabError, LabNet
 
-__all__ = ["PORT", "LabResult", "Measurement", "all_scenarios", "get", "run"]
+__all__ = ["PORT", "LabResult", "Measurement", "Running", "all_scenarios", "get", "run", "running"]
 
 HOST_WRITER = "the lab (lab.set_host_sysctl), which puts the previous value back on teardown"
 
@@ -175,18 +176,56 @@ def _apply_fixes(lab: LabNet, scenario: Scenario, result: LabResult, servers: li
         phase(f"{applied.change.target}: {applied.verdict}" + (f" ({applied.restored})" if applied.restored else ""))
 
 
+def _build(lab: LabNet, scenario: Scenario) -> list[subprocess.Popen]:
+    """Sysctls, setup and servers of a scenario in a fresh lab."""
+    for side, values in ((SERVER, scenario.server_sysctls), (CLIENT, scenario.client_sysctls)):
+        for key, value in values.items():
+            write_sysctl(key, value, _namespace(lab, side))
+    if scenario.setup:
+        scenario.setup(lab)
+    return [_start(lab, program) for program in scenario.servers]
+
+
+@dataclass
+class Running:
+    lab: LabNet
+    scenario: Scenario
+    netns: str                      # where the drops happen (the scenario's measure side)
+    server_pids: list[int]
+    loads: list[subprocess.Popen] = field(default_factory=list)
+
+    def start_load(self) -> None:
+        """Start the scenario's (bounded) load programs; they stop by themselves."""
+        self.loads.extend(_start(self.lab, program) for program in self.scenario.loads)
+
+    def wait_load(self) -> dict[str, Any]:
+        """Wait for the load programs to finish; their JSON summaries."""
+        loads, self.loads = self.loads, []
+        return _collect_load(self.lab, loads)
+
+
+@contextmanager
+def running(name: str) -> Iterator[Running]:
+    """A scenario's namespaces and servers, for tools that watch over time (serve, watch,
+    sim calibration): call start_load() when ready. Everything is torn down on exit."""
+    scenario = get(name)
+    with LabNet(router=scenario.router) as lab:
+        servers = _build(lab, scenario)
+        state = Running(lab, scenario, _namespace(lab, scenario.measure_side), [p.pid for p in servers])
+        try:
+            yield state
+        finally:
+            for process in state.loads:
+                lab.stop(process)
+
+
 def run(name: str, fix: bool = False, on_phase: Callable[[str], None] | None = None,
         on_tick: Callable[[float], None] | None = None) -> LabResult:
     scenario = get(name)
     phase = on_phase or (lambda text: None)
     with LabNet(router=scenario.router) as lab:
         phase(f"building namespaces {lab.server_ns} and {lab.client_ns}")
-        for side, values in ((SERVER, scenario.server_sysctls), (CLIENT, scenario.client_sysctls)):
-            for key, value in values.items():
-                write_sysctl(key, value, _namespace(lab, side))
-        if scenario.setup:
-            scenario.setup(lab)
-        servers = [_start(lab, program) for program in scenario.servers]
+        servers = _build(lab, scenario)
         phase(f"servers {[p.pid for p in servers]} ready; measuring {scenario.window:g} s under load")
         result = LabResult(scenario, lab.server_ns, lab.client_ns, [p.pid for p in servers],
                            _measure(lab, scenario, on_tick))
