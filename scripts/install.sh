@@ -5,6 +5,9 @@
 # System packages: iproute2 (ip, ss, tc, nstat; the lab), nftables and ethtool (firewall
 # and NIC evidence), procps (sysctl), util-linux (setpriv, used by the no-root tests),
 # python3-venv when the system Python lacks venv.
+# With --test also: prometheus (its promtool runs the alert-rule unit tests; the server is
+# scraped against `dropdoc serve` in a functional test) and chromium (renders the HTML report
+# headless). Their daemons are not started by the install (policy-rc.d, see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +20,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 packages=(iproute2 nftables ethtool procps util-linux)
+[[ -n "$extras" ]] && packages+=(prometheus chromium)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -31,6 +35,12 @@ fi
 if ((${#missing[@]})); then
     echo "install.sh: installing system packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Debian's prometheus package would start a server on 0.0.0.0:9090: forbid service starts
+    # during this install unless the machine already has a policy.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
