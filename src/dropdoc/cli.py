@@ -64,7 +64,8 @@ def main() -> None:
 @click.option("--netns", help="network namespace name (as in `ip netns list`)")
 @click.option("--duration", default=5.0, show_default=True, type=click.FloatRange(0.1, 3600),
               help="measurement window in seconds")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "html"]), default="text",
+              show_default=True, help="markdown/html: the report of `dropdoc report` for this diagnosis")
 @click.option("--from", "bundle", type=click.Path(dir_okay=False),
               help="diagnose a bundle written by `dropdoc collect -o` instead of this system")
 @click.option("--trace/--no-trace", "trace", default=None,
@@ -83,6 +84,11 @@ def diagnose(netns: str | None, duration: float, fmt: str, bundle: str | None, t
             result = run_diagnosis(netns, duration, on_tick=tick, trace=trace)
     if fmt == "json":
         click.echo(json_out.dumps(result.to_dict()))
+    elif fmt in ("markdown", "html"):
+        from .render import html, markdown
+
+        renderer = html if fmt == "html" else markdown
+        click.echo(renderer.render_diagnosis(result.to_dict()), nl=False)
     else:
         text.render(result, Console())
     sys.exit(result.exit_code())
@@ -213,10 +219,6 @@ def trace_cmd(netns: str | None, duration: float, by: str, proto: str | None, po
     sys.exit(EXIT_NOT_MEASURED if result.backend == "unavailable" else 0)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def _register_commands() -> None:
     from .commands import commands
 
@@ -224,4 +226,12 @@ def _register_commands() -> None:
         main.add_command(command)
 
 
-_register_commands()
+if __name__ == "__main__":
+    # `python -m dropdoc.cli` (the functional tests) runs this file as __main__, a second
+    # copy of the module: hand over to the real dropdoc.cli, with whose group the commands/
+    # package registers (registering here would import them against a half-made module).
+    from dropdoc.cli import main as _real_main
+
+    _real_main()
+else:
+    _register_commands()

@@ -13,8 +13,10 @@ the first sample (drops since boot, as far as the counters know) and then add in
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from . import delta as delta_mod
 from .rules.engine import Rule, count_drops, load_rules, matching
@@ -30,8 +32,22 @@ def counter_sources() -> tuple[str, ...]:
     return tuple(name for name, s in SOURCES.items() if s.counters is not None and not s.final_only)
 
 
+@lru_cache(maxsize=256)
+def _names_matching(patterns: tuple[str, ...], names: frozenset[str]) -> tuple[str, ...]:
+    # Globs against every counter name cost ~8 ms a sample (hundreds of link/conntrack
+    # counters x the catalogue's patterns); the set of names rarely changes between
+    # samples, so the answer is cached per (patterns, names).
+    return tuple(matching(patterns, dict.fromkeys(names)))
+
+
+def _matching(patterns: tuple[str, ...], counters: dict[str, int | None],
+              names: frozenset[str] | None = None) -> dict[str, int | None]:
+    names = frozenset(counters) if names is None else names
+    return {name: counters[name] for name in _names_matching(patterns, names)}
+
+
 def _sum(counters: dict[str, int | None], patterns: tuple[str, ...]) -> int | None:
-    known = [v for v in matching(patterns, counters).values() if v is not None]
+    known = [v for v in _matching(patterns, counters).values() if v is not None]
     return sum(known) if known else None
 
 
@@ -66,18 +82,29 @@ SPECIAL_COUNTS = {
     "tcp.memory_pressure": lambda c: _sum(c, ("TcpExt.TCPAbortOnMemory",)),
 }
 
+# The counters each special count reads: a reset of any of them (not only of the rule's
+# drop_counters) makes its interval unknown - InErrors minus a reset RcvbufErrors would
+# otherwise invent socket-filter drops.
+SPECIAL_COUNTERS = {
+    "socket.filter_drop": tuple(f"{t}.{n}" for t in ("Udp", "Udp6")
+                                for n in ("InErrors", "RcvbufErrors", "MemErrors", "InCsumErrors")),
+    "conntrack.table_full": ("conntrack.cpu*.drop", "conntrack.cpu*.insert_failed", "conntrack.cpu*.early_drop"),
+    "tcp.memory_pressure": ("TcpExt.TCPAbortOnMemory",),
+}
+
 
 def drops_by_finding(counters: dict[str, int | None],
                      rules: tuple[Rule, ...] | None = None) -> dict[str, int | None]:
     """finding id -> drops in `counters` (absolute values or deltas); None when none of the
     rule's counters is known (not measured, never 0)."""
     found: dict[str, int | None] = {}
+    names = frozenset(counters)
     for rule in rules or load_rules():
         special = SPECIAL_COUNTS.get(rule.id)
         if special is not None:
             found[rule.id] = special(counters)
             continue
-        values = matching(rule.drop_counters, counters)
+        values = _matching(rule.drop_counters, counters, names)
         known = {k: v for k, v in values.items() if v is not None}
         found[rule.id] = count_drops(rule, known) if known else None
     return found
@@ -130,10 +157,13 @@ class Meter:
             return None
         deltas = delta_mod.compute(previous, snap)
         drops = drops_by_finding(deltas.values)
-        for rule in load_rules():
-            # A counter that reset inside the interval makes the rule's count unknown.
-            if drops.get(rule.id) is not None and matching(rule.drop_counters, dict.fromkeys(deltas.resets)):
-                drops[rule.id] = None
+        if deltas.resets:
+            resets = dict.fromkeys(deltas.resets)
+            for rule in load_rules():
+                # A counter that reset inside the interval makes the rule's count unknown.
+                patterns = SPECIAL_COUNTERS.get(rule.id, rule.drop_counters)
+                if drops.get(rule.id) is not None and matching(patterns, resets):
+                    drops[rule.id] = None
         for finding, value in drops.items():
             if value is not None:
                 self.totals[finding] = self.totals.get(finding, 0) + value
@@ -142,15 +172,32 @@ class Meter:
 
 
 def run(meter: Meter, interval: float, samples: int | None = None, on_interval=None,
-        sleep=time.sleep) -> None:
+        sleep=time.sleep, stop: threading.Event | None = None, on_start=None) -> int:
     """Sample every `interval` seconds (drift-free) and hand each Interval to on_interval;
-    stops after `samples` intervals (None: until interrupted)."""
+    stops after `samples` intervals (None: until interrupted) or, between samples, as
+    soon as `stop` is set, so no sample is ever cut in half. `stop` is anything with
+    is_set() and wait(timeout) (a threading.Event; from a signal handler use a flag object
+    instead: Event.set() inside a handler can deadlock on the Event's own lock).
+    on_start() runs after the baseline sample. Returns the number of intervals handed on."""
+    wait = sleep if stop is None else stop.wait
     meter.sample()
+    if on_start:
+        on_start()
     start = time.monotonic()
     done = 0
     while samples is None or done < samples:
-        done += 1
-        sleep(max(start + done * interval - time.monotonic(), 0.0))
+        deadline = start + (done + 1) * interval
+        late = time.monotonic() - deadline
+        if late > interval:
+            # Sampling fell behind (a stalled machine, a suspended process): start a new
+            # schedule instead of firing the missed ticks back to back as tiny intervals.
+            start = time.monotonic() - (done + 1) * interval
+            deadline = start + (done + 1) * interval
+        wait(max(deadline - time.monotonic(), 0.0))
+        if stop is not None and stop.is_set():
+            break
         result = meter.sample()
+        done += 1
         if on_interval and result is not None:
             on_interval(result)
+    return done

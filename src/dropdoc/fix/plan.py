@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from ..errors import DropdocError, NeedsPrivilege, SourceUnavailable
 from ..model import SCHEMA
+from . import sim_support
 from . import sysctl as sysctl_mod
 from . import why as why_mod
 from .changes import (Change, ChangeFailed, QdiscLimitChange, RingChange, SysctlChange,
@@ -48,6 +49,8 @@ class PlannedChange:
     reason: str = ""  # why refused / already / unreadable
     subjects: list[dict[str, Any]] = field(default_factory=list)
     direction: int = 0  # +1 the fix raises the value the diagnosis saw, -1 lowers it, 0 unknown
+    # The simulator's justification and predicted drops/s before -> after (fix/sim_support.py).
+    simulation: dict[str, Any] | None = None
 
     @property
     def target(self) -> str:
@@ -57,7 +60,8 @@ class PlannedChange:
         return {"kind": self.change.kind, **self.change.to_record(), "findings": self.findings,
                 "current": self.current, "current_from": self.current_from, "proposed": self.proposed,
                 "scope": self.change.scope(), "effect": self.change.effect, "command": self.change.command(),
-                "why": self.why, "note": self.note, "status": self.status, "reason": self.reason}
+                "why": self.why, "note": self.note, "status": self.status, "reason": self.reason,
+                "simulation": self.simulation}
 
 
 @dataclass
@@ -289,6 +293,7 @@ def make_plan(diagnosis: dict[str, Any], source: str = "diagnosis", live: bool =
             for probe, why, current, _maximum in _derived_rings(finding, netns, seconds, live):
                 add(probe, finding, probe.value, why, "the NIC may briefly reset its queues", current)
 
+    sim_support.attach(plan)  # advisory: a missing or failing simulator leaves one note
     _settle(plan, live)
     return plan
 

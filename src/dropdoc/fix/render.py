@@ -5,6 +5,7 @@ from __future__ import annotations
 from .apply import RollbackResult
 from .fixer import FixReport
 from .plan import ALREADY, PLANNED, Plan
+from .sim_support import predicted_line
 from .sysctl import format_value
 from .verify import FIXED, IMPROVED, PENDING, VERIFIED
 
@@ -40,6 +41,11 @@ def plan_lines(plan: Plan) -> list[str]:
                      f"{EFFECT_TEXT.get(planned.change.effect, '')}"
                      + (" (current value from the diagnosis)" if planned.current_from == "diagnosis" else ""))
         lines.append(f"      why: {planned.why}")
+        if planned.simulation:
+            lines.append(f"      simulator: {planned.simulation.get('text', '')}")
+            predicted = predicted_line(planned.simulation)
+            if predicted:
+                lines.append(f"      {predicted}")
         if planned.note:
             lines.append(f"      note: {planned.note}")
         if planned.status == PLANNED:

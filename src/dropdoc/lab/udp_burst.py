@@ -56,8 +56,11 @@ def burst(host: str, port: int, packets: int, size: int, rate: float, max_second
                 except OSError:  # ECONNREFUSED from an earlier ICMP, ENOBUFS, EMSGSIZE ...
                     errors += 1
     seconds = time.monotonic() - start
+    # started_at (wall clock): several senders of one load can be put on a common time line
+    # (their combined rate is what arrives; sim validation needs it)
     return {"sent": sent, "errors": errors, "seconds": round(seconds, 3),
-            "rate_per_s": round(sent / seconds, 1) if seconds > 0 else 0.0}
+            "rate_per_s": round(sent / seconds, 1) if seconds > 0 else 0.0,
+            "started_at": round(time.time() - seconds, 6)}
 
 
 def main(argv: list[str] | None = None) -> int:

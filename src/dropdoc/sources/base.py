@@ -14,6 +14,8 @@ from typing import Any, Callable
 from .. import netlink
 from ..errors import NeedsPrivilege, ParseError, SourceUnavailable, read_text, translated
 
+_THREAD_SELF_NET = os.path.isdir("/proc/thread-self/net")
+
 OK = "ok"
 UNAVAILABLE = "unavailable"
 NEEDS_PRIVILEGE = "needs-privilege"
@@ -64,12 +66,22 @@ class ReadContext:
         if self.recorder is not None:
             self.recorder[key] = data
 
+    def _path(self, parts: tuple[str, ...]) -> str:
+        # /proc/net is a symlink to /proc/self/net: the namespace of the thread-group
+        # leader, not of the calling thread. A thread other than the main one that entered
+        # a namespace with setns() (the exporter's HTTP workers) would read the main
+        # thread's counters. /proc/thread-self/net (Linux >= 3.17) follows the caller;
+        # for the main thread both are the same file.
+        if parts[:2] == ("proc", "net") and self.root == "/" and _THREAD_SELF_NET:
+            return os.path.join("/proc/thread-self/net", *parts[2:])
+        return os.path.join(self.root, *parts)
+
     def read(self, *parts: str) -> str:
         """Read root/<parts> as text (parts start with 'proc' or 'sys')."""
         key = "/".join(parts)
         if self.replay is not None:
             return self._replayed(key).decode("utf-8", errors="replace")
-        text = read_text(os.path.join(self.root, *parts))
+        text = read_text(self._path(parts))
         if self.recorder is not None:  # encode only when recording (every file of a snapshot)
             self._keep(key, text.encode("utf-8"))
         return text
