@@ -5,8 +5,9 @@
             matching (interleaved rounds, same counters).
   history   History.append() per sample and file size per sample for a synthetic week
             slice shaped like this host's intervals (which findings are unmeasurable here,
-            a drop every 10th sample), plus samples() read time; compared with the same
-            rows in the original layout (rowid tables, rollback journal).
+            a drop every 10th sample), plus samples() and columns() read time; compared with
+            the same rows in the original layout (rowid tables, rollback journal) and in
+            dropdoc.history/1 (a gaps row per sample and unmeasurable finding).
 
 No traffic, no namespaces; the history goes to a temp dir removed at exit.
 Run:  /tmp/v/bin/python benchmarks/watch_history.py [--samples 2000]  (the original layout fsyncs every sample: slow on a busy disk)
@@ -21,6 +22,7 @@ import statistics
 import tempfile
 import time
 
+from dropdoc import history as history_mod
 from dropdoc import meter as meter_mod
 from dropdoc.history import History
 from dropdoc.meter import Interval, Meter, drops_by_finding
@@ -33,6 +35,8 @@ CREATE TABLE drops(ts REAL NOT NULL, finding TEXT NOT NULL, layer TEXT NOT NULL,
                    drops INTEGER NOT NULL, PRIMARY KEY (ts, finding));
 CREATE TABLE gaps(ts REAL NOT NULL, finding TEXT NOT NULL, PRIMARY KEY (ts, finding));
 """
+# dropdoc.history/1: History appends to such a file in its own layout.
+V1_DDL = history_mod._DDL + history_mod._GAPS_DDL[1] + f"INSERT INTO meta VALUES ('schema', '{history_mod.SCHEMA_V1}');"
 
 
 def plain_drops_by_finding(counters):
@@ -75,8 +79,12 @@ def bench_meter(rounds: int) -> dict:
     return last.drops
 
 
-def fill(path: str, drops: dict, n: int, original: bool) -> float:
-    if original:  # the first layout: rowid tables + an index per key, rollback journal
+def fill(path: str, drops: dict, n: int, layout: str) -> float:
+    if layout == "/1":
+        db = sqlite3.connect(path)
+        db.executescript(V1_DDL)
+        db.close()
+    if layout == "original":  # the first layout: rowid tables + an index per key, rollback journal
         db = sqlite3.connect(path)
         db.executescript(ORIGINAL_DDL)
         start = time.perf_counter()
@@ -106,16 +114,20 @@ def bench_history(drops: dict, n: int) -> None:
     quiet = {f: (None if v is None else 0) for f, v in drops.items()}
     print(f"history: {n} samples, {len(gaps)} unmeasurable findings per sample here ({', '.join(gaps) or 'none'})")
     with tempfile.TemporaryDirectory(prefix="dropdoc-bench-") as tmp:
-        for label, original in (("original layout", True), ("dropdoc.history/1 now", False)):
-            path = os.path.join(tmp, "original.db" if original else "now.db")
-            elapsed = fill(path, quiet, n, original)
+        for label, layout in (("original layout", "original"), ("dropdoc.history/1", "/1"),
+                              ("dropdoc.history/2 now", "/2")):
+            path = os.path.join(tmp, f"{layout.strip('/')}.db")
+            elapsed = fill(path, quiet, n, layout)
             size = os.path.getsize(path)
             read = ""
-            if not original:
+            if layout != "original":
                 with History(path, create=False) as history:
                     start = time.perf_counter()
                     got = history.samples()
-                    read = f"; samples() of all {len(got)}: {ms(time.perf_counter() - start)}"
+                    middle = time.perf_counter()
+                    history.columns()
+                    read = (f"; samples() of all {len(got)}: {ms(middle - start)}, "
+                            f"columns(): {ms(time.perf_counter() - middle)}")
             print(f"  {label:22} append {elapsed / n * 1e6:7.0f} us/sample, {size / n:5.0f} bytes/sample "
                   f"= {size / n * 7 * 86400 / 1e6:5.0f} MB per week at 1 s{read}")
 

@@ -228,27 +228,33 @@ def meta_tests(rules: dict[str, dict]) -> list[dict]:
     lost_values = steady(30)
     exporter = rules["DropdocExporterDown"]
     return [
-        {"name": ("DropdocSourceDown: a source or the tracer that broke fires after 10m; never readable "
-                  "(module not loaded, --trace off) or down 5m does not"),
+        {"name": ("DropdocSourceDown: a source or the tracer down 10m fires (broke, or needing privilege "
+                  "from the start) and keeps firing; down 5m does not, nor a source the host lacks "
+                  "(source_unavailable, no source_up) or --trace off (no trace_up)"),
          "interval": "1m",
          "input_series": [
              {"series": series_text("dropdoc_source_up", source("broke", "conntrack")),
               "values": values_text([1 if m < 5 else 0 for m in range(MINUTES)])},
-             {"series": series_text("dropdoc_source_up", source("never-readable", "conntrack")),
+             {"series": series_text("dropdoc_source_up", source("no-privilege", "nftables")),
               "values": values_text([0] * MINUTES)},
              {"series": series_text("dropdoc_source_up", source("blip", "snmp")),
               "values": values_text([0 if 5 <= m < 10 else 1 for m in range(MINUTES)])},
              {"series": series_text("dropdoc_source_up", source("up", "snmp")), "values": values_text([1] * MINUTES)},
+             {"series": series_text("dropdoc_source_unavailable", source("lacks-it", "conntrack")),
+              "values": values_text([1] * MINUTES)},
              {"series": series_text("dropdoc_trace_up", trace),
               "values": values_text([1 if m < 5 else 0 for m in range(MINUTES)])},
-             {"series": series_text("dropdoc_trace_up", {**trace, "instance": "trace-off"}),
+             {"series": series_text("dropdoc_trace_up", {**trace, "instance": "trace-failed"}),
               "values": values_text([0] * MINUTES)},
          ],
          "alert_rule_test": [
-             {"eval_time": "20m", "alertname": down["alert"], "exp_alerts": [
+             {"eval_time": "8m", "alertname": down["alert"], "exp_alerts": []},
+             *({"eval_time": at, "alertname": down["alert"], "exp_alerts": [
                  expected(down, source("broke", "conntrack"), 0),
-                 expected(down, {**trace, "source": "trace"}, 0)]},
-             {"eval_time": "12m", "alertname": down["alert"], "exp_alerts": []},
+                 expected(down, source("no-privilege", "nftables"), 0),
+                 expected(down, {**trace, "source": "trace"}, 0),
+                 expected(down, {**trace, "instance": "trace-failed", "source": "trace"}, 0)]}
+               for at in ("20m", "35m")),
          ]},
         {"name": "DropdocTraceLostEvents: recurring losses fire, one lost event or a reset does not",
          "interval": "1m",

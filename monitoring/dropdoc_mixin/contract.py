@@ -13,7 +13,8 @@ CONTRACT_METRICS = frozenset({
     "dropdoc_listen_queue_length", "dropdoc_listen_queue_limit", "dropdoc_udp_socket_drops_total",
     "dropdoc_conntrack_entries", "dropdoc_conntrack_max",
     "dropdoc_trace_drops_total", "dropdoc_trace_lost_events_total", "dropdoc_trace_up",
-    "dropdoc_source_up", "dropdoc_scrape_duration_seconds", "dropdoc_scrape_cpu_seconds",
+    "dropdoc_source_up", "dropdoc_source_unavailable", "dropdoc_scrape_duration_seconds",
+    "dropdoc_scrape_cpu_seconds",
     "dropdoc_scrape_errors_total", "dropdoc_build_info",
 })
 PROMETHEUS_METRICS = frozenset({"up"})

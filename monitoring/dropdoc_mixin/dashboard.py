@@ -82,9 +82,17 @@ def dashboard_panels() -> list[dict]:
         target(f"min by (instance, netns, source) (dropdoc_source_up{{{SELECT}}})",
                "{{instance}} {{netns}} {{source}}"),
         target(f"dropdoc_trace_up{{{SELECT}}}", "{{instance}} {{netns}} trace", "B"),
-        target(f'up{{job="{JOB}", instance=~"$instance"}}', "{{instance}} exporter up", "C")], "none",
-        "1 = readable. A source at 0 leaves the findings that need it blind (DropdocSourceDown).",
+        target(f'up{{job="{JOB}", instance=~"$instance"}}', "{{instance}} exporter up", "C"),
+        # -1: the host lacks the source (coverage, not a failure: no alert).
+        target(f"-max by (instance, netns, source) (dropdoc_source_unavailable{{{SELECT}}})",
+               "{{instance}} {{netns}} {{source}}", "D")], "none",
+        "1 = read, 0 = failed or needs privilege: the findings that need it are blind (DropdocSourceDown); "
+        "-1 = this host does not have it (no conntrack module, ...): not measured here, no alert.",
         kind="state-timeline")
+    sources["fieldConfig"]["defaults"]["mappings"] = [{"type": "value", "options": {
+        "1": {"text": "up", "color": "green"}, "0": {"text": "down", "color": "red"},
+        "-1": {"text": "not on this host", "color": "text"}}}]
+    sources["fieldConfig"]["defaults"]["min"] = -1
     cost = panel("Scrape cost", [
         target(f"dropdoc_scrape_duration_seconds{{{SELECT}}}", "wall {{instance}} {{netns}}"),
         target(f"dropdoc_scrape_cpu_seconds{{{SELECT}}}", "CPU {{instance}} {{netns}}", "B")], "s",

@@ -42,7 +42,6 @@ CRITICAL_WINDOW, CRITICAL_FOR = "5m", "10m"
 WARNING_WINDOW, WARNING_FOR = "10m", "15m"
 NEARLY_FULL_FOR = "5m"
 SOURCE_DOWN_FOR = "10m"
-SOURCE_SEEN_UP = "1h"     # a source down longer than this is the host's coverage, not news
 EXPORTER_DOWN_FOR = "5m"
 
 WHERE = '{{ if $labels.netns }}netns {{ $labels.netns }}{{ else }}the host namespace{{ end }}'
@@ -138,24 +137,20 @@ def meta_rules(base: str) -> list[dict]:
     return [
         {
             "alert": "DropdocSourceDown",
-            # Only a source that was readable within the last hour: dropdoc_source_up is also 0
-            # for a source a host lacks by design (no conntrack module loaded), and
-            # dropdoc_trace_up is 0 when --trace is off; neither is an incident (the
-            # dashboard's source health panel shows them). The tracer shows as source "trace".
-            "expr": (f"(dropdoc_source_up == 0 and on (job, instance, netns, source) "
-                     f"max_over_time(dropdoc_source_up[{SOURCE_SEEN_UP}]) == 1)"
-                     f" or label_replace(dropdoc_trace_up == 0 and on (job, instance, netns) "
-                     f'max_over_time(dropdoc_trace_up[{SOURCE_SEEN_UP}]) == 1, "source", "trace", "", "")'),
+            # The exporter's contract: dropdoc_source_up is 1 (read) or 0 (failed, needs
+            # privilege) for a source this host has; one it lacks (no conntrack module) has no
+            # source_up series but dropdoc_source_unavailable, and dropdoc_trace_up exists only
+            # with --trace. So every 0 here is something to fix, for as long as it lasts.
+            "expr": 'dropdoc_source_up == 0 or label_replace(dropdoc_trace_up == 0, "source", "trace", "", "")',
             "for": SOURCE_DOWN_FOR,
             "labels": {"severity": "warning"},
             "annotations": {
-                "summary": ("dropdoc stopped reading {{ $labels.source }} in " + WHERE
+                "summary": ("dropdoc cannot read {{ $labels.source }} in " + WHERE
                             + " on {{ $labels.instance }}: the findings that rely on it are blind"),
-                "description": ("The source was readable within the last " + SOURCE_SEEN_UP + " and has not "
-                                "been for " + SOURCE_DOWN_FOR + ". Run `dropdoc collect"
-                                + "{{ if $labels.netns }} --netns {{ $labels.netns }}{{ end }}`"
-                                " on {{ $labels.instance }}: its coverage says why (unavailable, "
-                                "needs-privilege or failed); the exporter logs it too."),
+                "description": ("The source has failed or needed privilege for " + SOURCE_DOWN_FOR + ". Run "
+                                "`dropdoc collect{{ if $labels.netns }} --netns {{ $labels.netns }}{{ end }}`"
+                                " on {{ $labels.instance }}: its coverage says why (needs-privilege: run "
+                                "dropdoc serve as root; failed: the error); the exporter logs it too."),
                 "runbook_url": f"{readme}#dropdocsourcedown",
             },
         },

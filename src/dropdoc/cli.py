@@ -86,9 +86,10 @@ def diagnose(netns: str | None, duration: float, fmt: str, bundle: str | None, t
         click.echo(json_out.dumps(result.to_dict()))
     elif fmt in ("markdown", "html"):
         from .render import html, markdown
+        from .render.output import write_stdout
 
         renderer = html if fmt == "html" else markdown
-        click.echo(renderer.render_diagnosis(result.to_dict()), nl=False)
+        write_stdout(renderer.render_diagnosis(result.to_dict()))   # UTF-8 whatever the locale
     else:
         text.render(result, Console())
     sys.exit(result.exit_code())

@@ -9,6 +9,14 @@ Per-interval drops come from per-counter deltas (u32 wrap handled, a reset count
 None), so a device that disappears or a per-CPU counter that wraps never shows up as a
 negative or invented rate. `totals` only ever grow: they start at the counters' value at
 the first sample (drops since boot, as far as the counters know) and then add intervals.
+
+An interval is unknown (None) for a finding when it cannot be counted whole: a counter of
+it reset, or a source it reads was not ok at either end (udp.no_port is Udp.NoPorts +
+Udp6.NoPorts: with /proc/net/snmp failing, Udp6 alone would be a number too small). A
+namespace that cannot be entered, or that was re-created (another inode: its counters
+started again, and the host-wide ones it shows did not), makes the next reading a new
+baseline: those intervals are unknown for every finding, never a delta across two
+namespaces.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from . import delta as delta_mod
+from . import netns as netns_mod
+from .errors import DropdocError
 from .rules.engine import Rule, count_drops, load_rules, matching
 from .snapshot import Snapshot, take_snapshot
 from .sources import SOURCES
@@ -118,6 +128,7 @@ class Interval:
     drops: dict[str, int | None]     # None: not measurable in this interval (missing or reset)
     coverage: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    lost: str | None = None          # why nothing could be measured in this interval
 
     def rate(self, finding: str) -> float | None:
         value = self.drops.get(finding)
@@ -143,32 +154,118 @@ class Meter:
         self.sources = counter_sources()
         self.last: Snapshot | None = None
         self.totals: dict[str, int] = {}
+        self._identity: int | None = None       # namespace inode `last` was read in
+        self._attempted: float | None = None    # monotonic time of the last reading, ok or not
+        self._lost: str | None = None           # why the baseline was lost
+        self._baselined = False                 # totals were set from the counters
+        # Counter names of each source at its last good read: what a failing source would
+        # have contributed, so the findings relying on it are known to be incomplete.
+        self._names: dict[str, frozenset[str]] = {}
 
     def snapshot(self) -> Snapshot:
         return take_snapshot(self.netns, root=self.root, final=False, names=self.sources)
 
-    def sample(self, snap: Snapshot | None = None) -> Interval | None:
-        snap = snap or self.snapshot()
-        previous, self.last = self.last, snap
-        if previous is None:
-            for finding, value in drops_by_finding(snap.counters()).items():
-                if value is not None:
-                    self.totals[finding] = value
+    def _namespace_identity(self) -> int | None:
+        if self.root != "/":
             return None
+        try:
+            return netns_mod.inode_of(self.netns)
+        except DropdocError:
+            return None
+
+    def sample(self, snap: Snapshot | None = None) -> Interval | None:
+        identity = self._namespace_identity()
+        if snap is None:
+            try:
+                snap = self.snapshot()
+            except DropdocError as exc:
+                if self._attempted is None:
+                    raise  # nothing measured yet: the caller says why, in one line
+                return self.lost(str(exc))
+        previous, self.last = self.last, snap
+        since, self._attempted = self._attempted, snap.monotonic
+        if previous is not None and identity != self._identity:
+            previous, self._lost = None, f"network namespace {self.netns} was re-created: new baseline"
+        self._identity = identity
+        unsure = self._unsure_names(previous, snap)
+        self._remember_names(snap)
+        if previous is None:
+            return self._baseline(snap, since)
         deltas = delta_mod.compute(previous, snap)
         drops = drops_by_finding(deltas.values)
-        if deltas.resets:
-            resets = dict.fromkeys(deltas.resets)
+        doubtful = frozenset(deltas.resets) | unsure
+        if doubtful:
             for rule in load_rules():
-                # A counter that reset inside the interval makes the rule's count unknown.
+                # A counter that reset, or whose source failed, makes the rule's count unknown.
                 patterns = SPECIAL_COUNTERS.get(rule.id, rule.drop_counters)
-                if drops.get(rule.id) is not None and matching(patterns, resets):
+                if drops.get(rule.id) is not None and _names_matching(patterns, doubtful):
                     drops[rule.id] = None
         for finding, value in drops.items():
             if value is not None:
                 self.totals[finding] = self.totals.get(finding, 0) + value
         return Interval(wall=snap.wall, seconds=deltas.seconds, drops=drops, coverage=snap.coverage(),
-                        errors={n: r.error for n, r in snap.results.items() if r.error})
+                        errors=_errors(snap))
+
+    def _baseline(self, snap: Snapshot, since: float | None) -> Interval | None:
+        """The first reading, or the first after the namespace was lost: totals start at
+        the counters the first time only; after a loss the interval is unknown."""
+        if not self._baselined:
+            self._baselined = True
+            for finding, value in drops_by_finding(snap.counters()).items():
+                if value is not None:
+                    self.totals[finding] = value
+        if since is None:
+            return None
+        lost, self._lost = self._lost, None
+        return Interval(wall=snap.wall, seconds=max(snap.monotonic - since, 0.0), drops=_unknown(),
+                        coverage=snap.coverage(), errors=_errors(snap), lost=lost or "new baseline")
+
+    def lost(self, reason: str) -> Interval:
+        """The namespace could not be read (deleted, no privilege to enter): an interval in
+        which nothing is known, and the next reading is a new baseline."""
+        now = time.monotonic()
+        since, self._attempted = self._attempted, now
+        self.last, self._lost = None, f"new baseline ({reason})"
+        return Interval(wall=time.time(), seconds=0.0 if since is None else max(now - since, 0.0),
+                        drops=_unknown(), lost=reason)
+
+    def _unsure_names(self, previous: Snapshot | None, snap: Snapshot) -> frozenset[str]:
+        if previous is None:
+            return frozenset()
+        names: set[str] = set()
+        for name in previous.results.keys() | snap.results.keys():
+            if not (_ok(previous, name) and _ok(snap, name)):
+                names |= self._names.get(name, frozenset())
+        return frozenset(names)
+
+    def _remember_names(self, snap: Snapshot) -> None:
+        for name in snap.results:
+            if _ok(snap, name):
+                self._names[name] = frozenset(snap.source_counters(name))
+
+    def measurable(self) -> set[str]:
+        """Findings countable whole in the latest reading: some counter known, and none of
+        a source that is not ok now (a partial sum is not exported as the finding's)."""
+        snap = self.last
+        if snap is None:
+            return set()
+        failing = frozenset().union(*(self._names.get(n, frozenset()) for n in snap.results if not _ok(snap, n)))
+        counts = drops_by_finding(snap.counters())
+        return {rule.id for rule in load_rules() if counts.get(rule.id) is not None
+                and not _names_matching(SPECIAL_COUNTERS.get(rule.id, rule.drop_counters), failing)}
+
+
+def _ok(snap: Snapshot, name: str) -> bool:
+    result = snap.results.get(name)
+    return result is not None and result.ok
+
+
+def _errors(snap: Snapshot) -> dict[str, str]:
+    return {n: r.error for n, r in snap.results.items() if r.error}
+
+
+def _unknown() -> dict[str, int | None]:
+    return {rule.id: None for rule in load_rules()}
 
 
 def run(meter: Meter, interval: float, samples: int | None = None, on_interval=None,

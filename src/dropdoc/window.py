@@ -4,6 +4,12 @@ Counters tell how many packets died; they do not tell which listening socket ove
 An accept queue is full for moments at a time, so between the two snapshots we sample
 the listeners (one sock_diag dump, ~0.1 ms) several times a second and keep each socket's
 peak queue and how often it was full.
+
+The same ticks read two cheap counter files (/proc/net/softnet_stat and /proc/net/snmp,
+~0.2 ms) and keep the per-interval deltas of the softnet and UDP counters: *when* in the
+window the drops happened - how long a burst lasted and what the rates were during it -
+which two snapshots cannot tell (a 0.2 s burst in a 3 s window looks like a gentle
+average). `dropdoc fix` replays those bursts in the simulator (fix/sim_support.py).
 """
 
 from __future__ import annotations
@@ -16,7 +22,15 @@ from . import delta as delta_mod
 from . import netns as netns_mod
 from .errors import DropdocError
 from .snapshot import Snapshot, take_snapshot
+from .sources import SOURCES
 from .sources.tcp_listeners import Listener, dump_listeners
+
+# Counters sampled at every tick (see the module docstring) and the names kept of them.
+SAMPLED_SOURCES = ("softnet", "snmp")
+SAMPLED_PREFIXES = ("softnet.", "Udp.", "Udp6.")
+# A long window keeps at most this many intervals: beyond it, neighbours are merged in
+# pairs (the resolution halves, the totals stay exact).
+MAX_INTERVALS = 2000
 
 
 @dataclass
@@ -38,6 +52,48 @@ class ListenerStats:
 
 
 @dataclass
+class CounterInterval:
+    """Deltas of the sampled counters over one tick of the window (None: not measured)."""
+    seconds: float
+    values: dict[str, int | None]
+
+
+def _sampled(snap: Snapshot) -> dict[str, tuple[int | None, int]]:
+    out: dict[str, tuple[int | None, int]] = {}
+    for name in SAMPLED_SOURCES:
+        if name in snap.results:
+            bits = SOURCES[name].counter_bits
+            for counter, value in snap.source_counters(name).items():
+                if counter.startswith(SAMPLED_PREFIXES):
+                    out[counter] = (value, bits)
+    return out
+
+
+def counter_interval(before: Snapshot, after: Snapshot) -> CounterInterval:
+    """The sampled counters' deltas between two snapshots (u32 wrap handled, a reset is None)."""
+    a, b = _sampled(before), _sampled(after)
+    values = {}
+    for counter in a.keys() | b.keys():
+        (old, bits), new = a.get(counter, (None, 64)), b.get(counter, (None, 64))[0]
+        values[counter] = delta_mod.counter_delta(old, new, bits)[0]
+    return CounterInterval(max(after.monotonic - before.monotonic, 0.0), values)
+
+
+def merge_pairs(intervals: list[CounterInterval]) -> list[CounterInterval]:
+    """Halve the resolution: each two neighbours become one (sums; unknown stays unknown)."""
+    merged = []
+    for i in range(0, len(intervals), 2):
+        pair = intervals[i:i + 2]
+        names = set().union(*(p.values for p in pair))
+        values = {}
+        for name in names:
+            parts = [p.values.get(name) for p in pair]
+            values[name] = None if any(v is None for v in parts) else sum(parts)
+        merged.append(CounterInterval(sum(p.seconds for p in pair), values))
+    return merged
+
+
+@dataclass
 class Window:
     before: Snapshot
     after: Snapshot
@@ -46,6 +102,9 @@ class Window:
     listener_sampling: str = "ok"
     # The drop tracer's result over the same window (dropdoc.trace/1 dict), None: not traced.
     trace: dict[str, Any] | None = None
+    # Sampled counter deltas tick by tick (empty: not sampled, e.g. a bundle); see above.
+    intervals: list[CounterInterval] = field(default_factory=list)
+    counter_sampling: str = "ok"
 
     @property
     def seconds(self) -> float:
@@ -94,6 +153,9 @@ def _measure(netns: str | None, duration: float, sample_interval: float,
     if on_start:
         on_start()
     deadline = before.monotonic + max(duration, 0.0)
+    intervals: list[CounterInterval] = []
+    counters = "ok"
+    last = before
     while True:
         now = time.monotonic()
         if sampling == "ok":
@@ -101,6 +163,16 @@ def _measure(netns: str | None, duration: float, sample_interval: float,
                 _sample_listeners(netns, stats)
             except DropdocError as exc:
                 sampling = f"unavailable: {exc}"
+        if counters == "ok" and now < deadline:
+            try:
+                snap = take_snapshot(netns, final=False, names=SAMPLED_SOURCES)
+            except DropdocError as exc:
+                counters = f"unavailable: {exc}"
+            else:
+                intervals.append(counter_interval(last, snap))
+                last = snap
+                if len(intervals) > MAX_INTERVALS:
+                    intervals = merge_pairs(intervals)
         if on_tick:
             on_tick(min(now - before.monotonic, duration))
         if now >= deadline:
@@ -112,4 +184,7 @@ def _measure(netns: str | None, duration: float, sample_interval: float,
             _sample_listeners(netns, stats)
         except DropdocError as exc:
             sampling = f"unavailable: {exc}"
-    return Window(before, after, delta_mod.compute(before, after), stats, sampling)
+    if counters == "ok":
+        intervals.append(counter_interval(last, after))
+    return Window(before, after, delta_mod.compute(before, after), stats, sampling,
+                  intervals=intervals if counters == "ok" else [], counter_sampling=counters)

@@ -150,7 +150,7 @@ def lab_data(tmp_path_factory):
 def test_the_history_holds_drops_and_the_gap(lab_data, no_leftovers):
     with History(lab_data["history"], create=False) as history:
         timeline = Timeline(history.samples())
-    assert len(timeline.samples) >= 6
+    assert len(timeline) >= 6
     assert [g for g in timeline.recording_gaps if g.seconds >= 1.0], "the stretch nobody recorded"
     peaks = {p.finding: p for p in timeline.peaks()}
     assert peaks["tcp.listen_overflow"].total > 0
@@ -205,3 +205,78 @@ def test_diagnose_format_html_is_the_same_report(lab_data, no_leftovers):
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert f"netns <b>{lab_data['netns']}</b>" in page or f"netns {lab_data['netns']}" in page
     assert "Coverage" in page and "tcp.listen_overflow" in page
+
+
+# -- found by trying to break it ------------------------------------------------------------
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "report"
+# Measures the laid-out page in the browser: a copy of the report gets this script (the
+# report itself has none) and the DOM dump carries the answer.
+MEASURE = ("<script>document.addEventListener('DOMContentLoaded', () => {"
+           "const e = document.documentElement; document.body.setAttribute('data-overflow',"
+           " String(e.scrollWidth - e.clientWidth));"
+           "const wide = [...document.querySelectorAll('.card')].filter(c => c.scrollWidth > c.clientWidth + 1);"
+           "document.body.setAttribute('data-wide-cards', String(wide.length)); });</script>")
+
+
+def hostile_diagnosis() -> dict:
+    """27 findings (one per catalogue id), huge counts, names in other scripts, an RTL
+    override, a 300-character command line as the process."""
+    from dropdoc.rules.engine import load_rules
+
+    base = json.loads((FIXTURES / "lab-listen-overflow.json").read_text())["diagnosis"]
+    names = ["payments", "نظام الدفع", "支付服务", "a" * 300, "\u202etxt.exe", "x|y*z_`w`"]
+    findings = []
+    for index, rule in enumerate(load_rules()):
+        finding = json.loads(json.dumps(base["findings"][0]))
+        finding.update(id=rule.id, layer=rule.layer, title=rule.title, drops=2 ** 64 - 1 - index,
+                       rate_per_s=(2 ** 64 - 1) / 3.0)
+        finding["subjects"][0]["process"] = names[index % len(names)]
+        findings.append(finding)
+    return base | {"findings": findings}
+
+
+def test_a_hostile_report_stays_inside_the_page_in_chromium(tmp_path, no_leftovers):
+    # a 300-character process name pushed its table out of the card and the page sideways
+    source = tmp_path / "hostile.json"
+    source.write_text(json.dumps(hostile_diagnosis()))
+    page = tmp_path / "report.html"
+    result = run_cli("report", str(source), "-o", str(page))
+    assert result.returncode == 0, result.stderr
+    measured = tmp_path / "measured.html"
+    measured.write_text(page.read_text().replace("</head>", MEASURE + "</head>", 1))
+    for width in (1280, 820):
+        dom = chromium("--dump-dom", f"--window-size={width},900", measured.as_uri())
+        overflow = re.search(r'data-overflow="(-?\d+)"', dom)
+        wide = re.search(r'data-wide-cards="(\d+)"', dom)
+        assert overflow and wide, "the measuring script ran"
+        assert int(overflow.group(1)) <= 0 and wide.group(1) == "0", (width, overflow.group(1), wide.group(1))
+        assert "18,446,744,073,709,551,615" in dom and "{U+202E}txt.exe" in dom and "\u202e" not in dom
+
+
+def test_a_bundle_and_a_root_only_history_as_nobody(tmp_path, no_leftovers):
+    bundle = tmp_path / "host.tar.gz"   # the host namespace, read only: nothing is changed
+    result = run_cli("collect", "-o", str(bundle), "--duration", "0.3")
+    assert result.returncode == 0, result.stderr
+    out = run_cli("report", str(bundle), "--format", "markdown")
+    assert out.returncode == 0, out.stderr
+    assert "## Diagnosis (bundle):" in out.stdout and "diagnosed again by this dropdoc" in out.stdout
+
+    # another user, who cannot create the -wal/-shm files next to a WAL-mode history
+    with tempfile.TemporaryDirectory(prefix="dropdoc-test-") as directory:
+        os.chmod(directory, 0o755)
+        history = os.path.join(directory, "h.db")
+        with History(history) as recorder:
+            recorder.set_meta(hostname="vm", netns="srv")
+            for i in range(1, 4):
+                recorder.append(Meter_interval(i))
+        as_nobody = run_cli("report", history, "--tz", "UTC", user="nobody")
+        assert as_nobody.returncode == 0, as_nobody.stderr
+        assert "| `tcp.listen_overflow` | transport | 6 |" in as_nobody.stdout
+        assert os.listdir(directory) == ["h.db"]
+
+
+def Meter_interval(i: int):
+    from dropdoc.meter import Interval
+
+    return Interval(wall=1_795_660_000.0 + i, seconds=1.0, drops={"tcp.listen_overflow": i})

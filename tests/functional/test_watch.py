@@ -20,6 +20,7 @@ import time
 import pytest
 
 from dropdoc.history import History
+from dropdoc.meter import Interval
 from dropdoc.lab import scenarios
 
 from .conftest import DROPDOC, requires_root, run_cli
@@ -195,3 +196,154 @@ def test_errors_are_one_line(tmp_path):
     (tmp_path / "x.db").write_bytes(b"\x00" * 5000)
     garbage = run_cli("watch", "--record", str(tmp_path / "x.db"), "--count", "1", timeout=30)
     assert garbage.returncode == 3 and garbage.stderr.count("\n") == 1 and "x.db" in garbage.stderr
+
+
+# --- an operator's bad day: namespaces that vanish, hang-ups, full disks, other users --------------
+
+def qa_namespace(suffix: str) -> str:
+    """A namespace name the no_leftovers fixture owns (this run's lab prefix)."""
+    from .conftest import RUN_PREFIX
+
+    return f"ddlab-{RUN_PREFIX}-{suffix}"
+
+
+def test_namespace_deleted_and_recreated_while_watching_is_a_visible_gap(tmp_path, no_leftovers):
+    name, db = qa_namespace("wgone"), str(tmp_path / "h.db")
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    watch = subprocess.Popen([*DROPDOC, "watch", "--netns", name, "--interval", "0.15", "--format", "json",
+                              "--record", db, "--count", "12"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    timer = watchdog(watch, 30)
+    try:
+        records = [json.loads(watch.stdout.readline()) for _ in range(2)]
+        subprocess.run(["ip", "netns", "del", name], check=True)
+        while not records[-1]["lost"]:
+            records.append(json.loads(watch.stdout.readline()))
+        records.append(json.loads(watch.stdout.readline()))
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        rest, err = watch.communicate(timeout=20)
+    finally:
+        timer.cancel()
+        stop(watch)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    records += [json.loads(line) for line in rest.splitlines()]
+    assert watch.returncode == 0 and "Traceback" not in err, err
+    lost = [r for r in records if r["lost"]]
+    assert any("no network namespace named" in r["lost"] for r in lost)
+    assert any(r["lost"].startswith("new baseline") for r in lost)  # back: no delta across namespaces
+    assert all(set(r["drops"].values()) == {None} for r in lost)  # unknown, never 0
+    assert records[-1]["lost"] is None and records[-1]["drops"]["tcp.listen_overflow"] == 0
+    with History(db, create=False) as history:
+        samples = history.samples()
+    assert len(samples) == len(records) == 12
+    everything = {f for s in samples for f in s.gaps} | {f for s in samples for f in s.drops}
+    assert sum(1 for s in samples if set(s.gaps) >= everything - {"cpu.time_squeeze"}) == len(lost)
+
+
+def test_hang_up_closed_reader_and_full_output(tmp_path):
+    db = str(tmp_path / "h.db")
+    # SIGHUP (the terminal closed): a clean stop, the WAL folded back in.
+    hup = subprocess.Popen([*DROPDOC, "watch", "--interval", "0.2", "--record", db], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    timer = watchdog(hup, 30)
+    try:
+        hup.stdout.readline()
+        hup.send_signal(signal.SIGHUP)
+        _, err = hup.communicate(timeout=10)
+    finally:
+        timer.cancel()
+        stop(hup)
+    assert hup.returncode == 0 and "Traceback" not in err, err
+    assert sorted(os.listdir(tmp_path)) == ["h.db"]
+    # `dropdoc watch --format json | head -1`: ends quietly once the reader is gone.
+    piped = subprocess.run(f"{' '.join(DROPDOC)} watch --interval 0.2 --format json | head -1; "
+                           "echo \"status=${PIPESTATUS[0]}\"", shell=True, executable="/bin/bash",
+                           capture_output=True, text=True, timeout=30)
+    first, status = piped.stdout.splitlines()
+    assert json.loads(first)["schema"] == "dropdoc.watch/1" and status == "status=0"
+    assert "Traceback" not in piped.stderr and "Exception ignored" not in piped.stderr, piped.stderr
+    # A full disk behind `>`: one line, status 3.
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([*DROPDOC, "watch", "--interval", "0.2", "--count", "2", "--format", "json"],
+                                stdout=full, stderr=subprocess.PIPE, text=True, timeout=30)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.splitlines()[-1] == "dropdoc: cannot write to standard output: No space left on device"
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory user nobody can reach (pytest's tmp_path is root's alone), removed after."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="dropdoc-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def tiny_tmpfs(shared_dir):
+    """A 160 KiB tmpfs mounted for the test and unmounted after it."""
+    mount = shared_dir / "mnt"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k,mode=0755", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_disk_full_and_read_only_history(tiny_tmpfs, shared_dir):
+    db = tiny_tmpfs / "h.db"
+    full = run_cli("watch", "--interval", "0.1", "--format", "json", "--record", str(db), timeout=60)
+    assert full.returncode == 3 and "Traceback" not in full.stderr
+    assert full.stderr.splitlines()[-1] == f"dropdoc: {db}: cannot append a sample (database or disk is full)"
+    with History(str(db), create=False) as history:   # what was written is intact
+        assert history.count() == len(full.stdout.splitlines()) > 0
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_tmpfs)], check=True)
+    # A recorder cannot use it: one line. A report can (read-only, immutable: nobody writes).
+    refused = run_cli("watch", "--record", str(db), "--count", "1", timeout=30)
+    assert refused.returncode == 3 and refused.stderr.strip().endswith("Read-only file system)"), refused.stderr
+    out = shared_dir / "out"
+    out.mkdir()
+    out.chmod(0o777)
+    report = run_cli("report", str(db), "-o", str(out / "r.md"), user="nobody", timeout=60)
+    assert report.returncode == 0, report.stderr
+    assert "# dropdoc report" in (out / "r.md").read_text()
+
+
+CRASHED_RECORDER = """
+import os, sys, time
+from dropdoc.history import History
+from dropdoc.meter import Interval
+from dropdoc.meter import Interval
+h = History(sys.argv[1])
+h.append(Interval(wall=time.time(), seconds=1.0, drops={"tcp.listen_overflow": 3}))
+os._exit(0)   # killed before closing: the sample is only in the -wal file
+"""
+
+
+def test_another_users_history_reads_or_says_why_in_one_line(shared_dir):
+    home = shared_dir / "rec"
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    db = home / "h.db"
+    with History(str(db)) as history:                   # root's recorder, finished
+        history.append(Interval(wall=time.time() - 5, seconds=1.0, drops={"tcp.listen_overflow": 1}))
+    out = shared_dir / "out"
+    out.mkdir()
+    out.chmod(0o777)
+    ok = run_cli("report", str(db), "-o", str(out / "a.md"), user="nobody", timeout=60)
+    assert ok.returncode == 0, ok.stderr               # was: "attempt to write a readonly database"
+    import sys
+
+    subprocess.run([sys.executable, "-c", CRASHED_RECORDER, str(db)], check=True, timeout=30)
+    (home / "h.db-shm").unlink()
+    stuck = run_cli("report", str(db), "-o", str(out / "b.md"), user="nobody", timeout=60)
+    assert stuck.returncode == 3 and stuck.stderr.count("\n") == 1, stuck.stderr
+    assert "h.db-wal holds samples not yet folded into the file" in stuck.stderr

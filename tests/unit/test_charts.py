@@ -148,3 +148,21 @@ def test_any_numbers_give_a_well_formed_chart_inside_its_box(series, x_is_time, 
         assert math.isfinite(value)
         limit = box_w if name.startswith(("x", "c", "w")) and name != "cy" else box_h
         assert -1.0 <= value <= limit + 1.0, (name, value)
+
+
+def test_time_axis_in_another_zone_ticks_on_its_round_times():
+    from dropdoc.render.zones import resolve
+
+    hours = [(T0 + 600 * i, 1.0) for i in range(37)]      # 6 h from 02:26:40 UTC
+    svg = line_chart_svg({"a": hours}, "t", "y", width=720, tz=resolve("+05:30"))
+    root = parse(svg)
+    ticks = [t for t in texts(root) if re.fullmatch(r"\d\d:\d\d", t)]
+    assert ticks and all(t.endswith(":00") for t in ticks), ticks   # not :30, as UTC hours would be
+    assert "time (UTC+05:30), 2026-11-26" in svg
+
+
+def test_y_top_and_x_label_for_shares_and_simulated_time():
+    svg = line_chart_svg({"q": [(0.0, 1.0), (1.0, 3.0)]}, "occupancy", "% of limit", x_is_time=False,
+                         y_top=100.0, x_label="simulated time (s)")
+    labels = texts(parse(svg))
+    assert "100" in labels and "simulated time (s)" in labels   # a queue at 3 % is drawn near the bottom

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from windows import Host, listener, udp_socket
 
+from dropdoc import errors as prom_errors
 from dropdoc.export import prometheus as prom
 from dropdoc.export.owners import OwnerCache
 from dropdoc.export.prometheus import METRICS, NOT_DROPS_METRICS, Exporter
@@ -205,12 +206,65 @@ def test_failing_source_is_source_up_0_its_findings_absent_and_the_scrape_served
     assert value(again, "dropdoc_drops_total", finding="tcp.listen_overflow") == 286  # totals never went back
 
 
-def test_unavailable_source_is_0_but_not_an_error():
+def test_unavailable_source_is_coverage_not_a_source_down_nor_an_error():
+    # The contract: source_up is 1 ok / 0 failed or needs-privilege; a source this host
+    # does not have has no source_up series (DropdocSourceDown alerts on source_up == 0).
     host = captured_host()
     host.broken["udp_sockets"] = ("unavailable", "no udp_diag")
+    host.broken["snmp6"] = ("needs-privilege", "snmp6: Permission denied (run as root)")
     samples = scrape(exporter_for(("srv", Feed(host))))
-    assert value(samples, "dropdoc_source_up", source="udp_sockets") == 0
+    assert value(samples, "dropdoc_source_up", source="udp_sockets") is None
+    assert value(samples, "dropdoc_source_unavailable", netns="srv", source="udp_sockets") == 1
+    assert value(samples, "dropdoc_source_up", source="snmp6") == 0   # exists here, cannot be read
+    assert value(samples, "dropdoc_source_unavailable", source="snmp6") is None
+    assert value(samples, "dropdoc_source_up", source="netstat") == 1
     assert value(samples, "dropdoc_scrape_errors_total") == 0
+
+
+def test_a_finding_is_absent_while_one_of_its_sources_fails_not_a_partial_sum():
+    # udp.no_port = Udp.NoPorts (snmp) + Udp6.NoPorts (snmp6): with snmp failing, Udp6 alone
+    # is a number too small; exporting it (and counting the interval) would hide the drops.
+    host = captured_host()
+    exporter = exporter_for(("srv", Feed(host)))
+    first = value(scrape(exporter), "dropdoc_drops_total", finding="udp.no_port")
+    host.broken["snmp"] = ("failed", "snmp: truncated")
+    host.bump("snmp", "Udp.NoPorts", 100)
+    host.bump("snmp6", "Udp6.NoPorts", 3)
+    assert value(scrape(exporter), "dropdoc_drops_total", finding="udp.no_port") is None
+    host.broken.clear()
+    host.bump("snmp", "Udp.NoPorts", 10)
+    # The interval snmp came back in is unknown too (its start had no snmp): nothing added.
+    assert value(scrape(exporter), "dropdoc_drops_total", finding="udp.no_port") == first
+    host.bump("snmp", "Udp.NoPorts", 4)
+    assert value(scrape(exporter), "dropdoc_drops_total", finding="udp.no_port") == first + 4
+
+
+def test_namespace_recreated_between_scrapes_is_a_new_baseline_not_a_delta(monkeypatch):
+    from dropdoc import meter as meter_mod
+
+    inode = {"srv": 4026532100}
+    monkeypatch.setattr(meter_mod.netns_mod, "inode_of", lambda name: inode.get(name))
+    host = captured_host()
+    exporter = exporter_for(("srv", Feed(host)))
+    before = value(scrape(exporter), "dropdoc_drops_total", finding="tcp.listen_overflow")
+    inode["srv"] = 4026532200                       # deleted and added again between scrapes ...
+    host.bump("netstat", "TcpExt.ListenOverflows", 500)  # ... counters of another namespace
+    assert value(scrape(exporter), "dropdoc_drops_total", finding="tcp.listen_overflow") == before
+    host.bump("netstat", "TcpExt.ListenOverflows", 6)
+    assert value(scrape(exporter), "dropdoc_drops_total", finding="tcp.listen_overflow") == before + 6
+
+
+def test_vanished_namespace_is_logged_once_not_once_per_source(caplog):
+    srv = Feed(captured_host("srv"))
+    exporter = exporter_for(("srv", srv))
+    srv.fail = prom_errors.UnknownNetns("no network namespace named 'srv'")
+    with caplog.at_level("INFO", logger="dropdoc.serve"):
+        scrape(exporter)
+        scrape(exporter)
+        srv.fail = None
+        scrape(exporter)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["namespace srv: no network namespace named 'srv'", "srv: collecting works again"]
 
 
 def test_namespace_that_vanishes_keeps_the_other_served():
@@ -271,7 +325,7 @@ def test_trace_families():
     assert fams["dropdoc_trace_lost_events"].samples[0].value == 3
     assert fams["dropdoc_trace_up"].samples[0].value == 1
     off = {f.name: f for f in prom.families([sample], None, 0, "6.18")}
-    assert off["dropdoc_trace_up"].samples[0].value == 0 and "dropdoc_trace_drops" not in off
+    assert "dropdoc_trace_up" not in off and "dropdoc_trace_drops" not in off  # --trace off: nothing is down
     down = {f.name: f for f in prom.families([sample], TraceSample(False, error="no BTF"), 0, "6.18")}
     assert down["dropdoc_trace_up"].samples[0].value == 0 and "dropdoc_trace_drops" not in down
 
@@ -344,3 +398,17 @@ def test_proc_net_is_read_through_the_calling_thread():
         assert ReadContext()._path(("proc", "net", "snmp")) == "/proc/thread-self/net/snmp"
     assert ReadContext()._path(("proc", "sys", "net", "core", "somaxconn")) == "/proc/sys/net/core/somaxconn"
     assert ReadContext(root="/copied")._path(("proc", "net", "snmp")) == "/copied/proc/net/snmp"
+
+
+def test_namespace_unreachable_at_start_is_the_callers_one_line(caplog):
+    # `dropdoc serve --netns srv` as non-root: serve refuses to start with this one line;
+    # a log line saying the same before it would be two lines for one problem.
+    feed = Feed(captured_host("srv"))
+    feed.fail = prom_errors.NeedsPrivilege("entering a network namespace needs CAP_SYS_ADMIN (run as root)")
+    exporter = Exporter(["srv"], owners=OwnerCache(scan=no_scan), cache_seconds=0,
+                        sampler_factory=lambda ns, cache: NamespaceSampler(ns, cache, snapshot=feed))
+    with caplog.at_level("INFO", logger="dropdoc.serve"):
+        (sample,) = exporter.start()
+    assert not sample.reachable and "CAP_SYS_ADMIN" in sample.errors[0]
+    assert set(sample.sources.values()) == {"needs-privilege"}
+    assert caplog.records == []

@@ -284,8 +284,22 @@ def test_dashboard_has_a_panel_per_cause_and_health_cost_and_trace():
         return found[0]
 
     assert panel_with("dropdoc_source_up") is panel_with("dropdoc_trace_up")  # source health
+    assert panel_with("dropdoc_source_up") is panel_with("dropdoc_source_unavailable")
     assert panel_with("dropdoc_scrape_duration_seconds") is panel_with("dropdoc_scrape_cpu_seconds")  # cost
     reasons = panel_with("dropdoc_trace_drops_total")
     assert any("by (reason)" in t["expr"] for t in reasons["targets"])
     every_metric = set().union(*(contract.references(e)[0] for e in dashboard_exprs()))
     assert every_metric == contract.CONTRACT_METRICS | contract.PROMETHEUS_METRICS  # nothing exported goes unseen
+
+
+def test_the_mixins_contract_is_what_the_exporter_exports():
+    from dropdoc.export.prometheus import METRICS
+
+    assert contract.CONTRACT_METRICS == set(METRICS)
+
+
+def test_source_down_needs_no_memory_of_the_source_being_up():
+    # The exporter leaves out sources the host lacks (and trace_up without --trace), so the
+    # alert is a plain "== 0 for 10m": no max_over_time look-back that resolves after an hour.
+    (rule,) = [r for r in alert_rules() if r["alert"] == "DropdocSourceDown"]
+    assert "over_time" not in rule["expr"] and "dropdoc_source_unavailable" not in rule["expr"]

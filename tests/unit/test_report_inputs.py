@@ -56,7 +56,7 @@ def test_a_history_is_recognised_by_its_sqlite_header_whatever_its_name(tmp_path
         history.append(Interval(wall=1_795_660_001.0, seconds=1.0, drops={"tcp.listen_overflow": 3}))
     [item] = load(str(path))
     assert isinstance(item, HistoryInput)
-    assert item.samples[0].drops == {"tcp.listen_overflow": 3}
+    assert item.samples.drops == [(1_795_660_001.0, "tcp.listen_overflow", 3)]
 
 
 def test_since_keeps_only_recent_samples(tmp_path):
@@ -65,7 +65,7 @@ def test_since_keeps_only_recent_samples(tmp_path):
         for i in range(5):
             history.append(Interval(wall=1000.0 + i, seconds=1.0, drops={}))
     [item] = load(path, since=1003.0)
-    assert [s.ts for s in item.samples] == [1003.0, 1004.0]
+    assert item.samples.ts == [1003.0, 1004.0]
 
 
 def _write(tmp_path: Path, name: str, data: bytes) -> str:

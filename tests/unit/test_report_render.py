@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from dropdoc.history import Sample
-from dropdoc.render import html, markdown
+from dropdoc.render import html, markdown, report_model
 from dropdoc.render.report_inputs import DiagnosisInput, HistoryInput, load
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "report"
@@ -331,3 +331,144 @@ def test_any_text_in_a_code_span_stays_literal_also_in_a_table(value):
     assert MD.render(markdown.code(value)) == f"<p><code>{shown}</code></p>\n"
     table = MD.render("| h |\n|---|\n| " + markdown.code(value, cell=True) + " |\n")
     assert f"<td><code>{shown}</code></td>" in table
+
+
+GFM = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+MARKUP_TEXT = st.lists(st.sampled_from([*"ab1 _*`[]()<>!#|~\\&;-+=.:/?\t\n", "amp", "http", "#x27"]),
+                       max_size=16).map("".join)
+
+
+def _inline_text(tokens) -> str:
+    """The text a reader sees in the inline tokens: literal, with nothing made markup."""
+    out = []
+    for token in tokens:
+        for child in token.children or []:
+            assert child.type in ("text", "softbreak"), (child.type, child.content)
+            out.append(child.content)
+    return "".join(out)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=MARKUP_TEXT)
+def test_escaped_text_is_literal_in_every_place_the_report_puts_it(value):
+    flat = " ".join(value.split())
+    assume(flat)
+    escaped = markdown.escape(value)
+    for line, kind in ((escaped, "paragraph_open"), ("## x " + escaped, "heading_open"),
+                       ("- " + escaped, "bullet_list_open"), (f"| h |\n|---|\n| {escaped} |", "table_open")):
+        tokens = GFM.parse(line)
+        assert tokens[0].type == kind, (line, tokens[0].type)
+        inline = [t for t in tokens if t.type == "inline"]
+        seen = _inline_text(inline if kind != "table_open" else inline[1:])
+        prefix = "x " if kind == "heading_open" else ""
+        assert " ".join(seen.split()) == prefix + flat, (line, seen)
+
+
+def test_raw_markdown_keeps_arrows_anchors_and_paths_readable():
+    assert markdown.escape("net.core.somaxconn 16 -> 2048 (verified)") == "net.core.somaxconn 16 -> 2048 (verified)"
+    assert markdown.escape("docs/runbook.md#tcp-listen-overflow !") == "docs/runbook.md#tcp-listen-overflow !"
+    assert markdown.escape(r"C:\dir\file a < b") == r"C:\dir\file a < b"
+    assert markdown.escape("incident #") == r"incident \#"   # would close a heading
+    text = markdown.render(fixture_inputs("lab-listen-overflow-fix.json"))
+    assert "- applied: net.core.somaxconn 16 -> 2048 (verified)" in text
+
+
+# -- found by trying to break it (each test names the input that did) ----------------------
+
+def one_sample_history(**meta) -> HistoryInput:
+    return HistoryInput("History", [Sample(T0 + 1, 1.0, {"tcp.listen_overflow": 10}, ())], meta, "h.db")
+
+
+def test_markdown_facts_of_a_history_are_separate_list_items():
+    # a 1-sample history: "(100 % of the period)- not recording: never" ran into one item
+    for samples in (one_sample_history().samples, [*one_sample_history().samples, Sample(float("nan"), 1.0, {}, ())]):
+        text = markdown.render([HistoryInput("History", samples, {}, "h.db")])
+        items = [t for t in GFM.parse(text) if t.type == "list_item_open"]
+        assert len(items) == 3, text
+        assert "\n- not recording: never\n" in text
+
+
+def test_huge_counts_are_exact_and_rates_readable():
+    # a u64 counter and 70,000,000,000,000,003 drops were shown as 1.845e+19 and ...,000
+    document = diagnosis("lab-listen-overflow.json")
+    document["findings"][0]["drops"] = 2 ** 64 - 1
+    document["findings"][0]["rate_per_s"] = 2_333_334.3
+    text = markdown.render_diagnosis(document)
+    assert "18,446,744,073,709,551,615" in text and "2,333,334" in text
+    assert "e+" not in text
+    from dropdoc.render.report_model import fmt_count, fmt_rate
+    assert fmt_count(70_000_000_000_000_003) == "70,000,000,000,000,003"
+    assert fmt_rate(2.5e18) == "2.5e+18" and fmt_rate(1234567.8) == "1,234,568"
+
+
+@pytest.mark.parametrize("name", ["\u202etxt.exe", "pay\x1b[2Jments", "a\u2066b\u2069c", "x\x00y"])
+def test_bidi_overrides_and_control_characters_are_shown_not_obeyed(name):
+    # a process named "\u202etxt.exe" reversed the rest of its table row; ESC reached terminals
+    document = diagnosis("lab-listen-overflow.json")
+    document["findings"][0]["subjects"][0]["process"] = name
+    item = DiagnosisInput("Diagnosis", document, "d.json")
+    for out in (html.render([item]), markdown.render([item])):
+        assert not re.search("[\u202a-\u202e\u2066-\u2069\x00-\x08\x1b]", out)
+        assert "{U+" in out
+    kept = "支付服务 👨\u200d👩\u200d👧 نظام الدفع"   # scripts and emoji (joiners included) stay as they are
+    document["findings"][0]["subjects"][0]["process"] = kept
+    assert kept in Page(html.render([item])).text and kept in markdown.render([item])
+
+
+def test_inputs_from_several_hosts_say_so_and_keep_their_own_numbers():
+    web, db = one_sample_history(hostname="web-1", netns="srv"), one_sample_history(hostname="db-1")
+    for out in (Page(html.render([web, db])).text, markdown.render([web, db])):
+        assert "This report covers 2 hosts (db-1, web-1)" in out and "nothing is added up" in out
+    text = markdown.render([web, db])
+    assert text.count("| `tcp.listen_overflow` | transport | 10 | 10.0 |") == 2   # each its own 10, not 20
+    assert "places on web-1 (host namespace, netns srv)" in markdown.render([web, one_sample_history(hostname="web-1")])
+    assert "This report covers" not in markdown.render([web, one_sample_history(hostname="web-1", netns="srv")])
+
+
+def test_times_in_another_zone_carry_their_offset():
+    from dropdoc.render import zones
+    paris = zones.resolve("Europe/Paris")
+    text = markdown.render([one_sample_history()], tz=paris)   # T0 is 2026-11-26 02:26:40 UTC
+    assert "period: 2026-11-26 03:26:40 +01:00 to 2026-11-26 03:26:41 +01:00" in text
+    assert "times in Europe/Paris, UTC+01:00" in text
+    summer = HistoryInput("History", [Sample(T0 - 150 * 86400, 1.0, {}, ())], {}, "h.db")
+    assert "+02:00" in markdown.render([summer], tz=paris)
+    assert "02:26:40 UTC" in markdown.render([one_sample_history()])   # the library's default: UTC
+    page = html.render([one_sample_history()], tz=zones.resolve("+05:30"))
+    assert "07:56:40 +05:30" in page and "time (UTC+05:30)" in page
+
+
+def test_a_long_history_chart_shows_the_mean_next_to_the_peak():
+    # a 1-s burst every 977 s drew a flat line at its peak all week long
+    samples = [Sample(T0 + i, 1.0, {"netfilter.drop": 12} if i % 977 == 0 else {}, ()) for i in range(1, 20001)]
+    section = report_model.build([HistoryInput("History", samples, {}, "h.db")])["sections"][0]
+    [chart] = section["finding_charts"]
+    (peak_name, peaks), (mean_name, means) = chart["series"].items()
+    assert peak_name.startswith("highest in") and mean_name.startswith("mean over")
+    assert max(v for _, v in peaks) == 12.0
+    assert max(v for _, v in means) < 0.5
+    buckets = len(peaks)
+    assert sum(v for _, v in means) * 20000 / buckets == pytest.approx(12 * (20000 // 977), rel=0.05)
+    out = html.render([HistoryInput("History", samples, {}, "h.db")])
+    assert "mean over" in out and "highest in" in out
+
+
+def test_long_values_wrap_inside_their_cell():
+    document = diagnosis("lab-listen-overflow.json")
+    document["findings"][0]["subjects"][0]["process"] = "a" * 300
+    out = html.render([DiagnosisInput("Diagnosis", document, "d.json")])
+    assert '<td class="long">' + "a" * 300 in out and "<td>payments" not in out
+    assert "td.long { overflow-wrap: anywhere" in out
+
+
+def test_a_table_across_a_daylight_saving_change_gives_each_time_its_offset():
+    from dropdoc.render import zones
+    change = 1_792_890_000.0   # 2026-10-25 01:00 UTC: Paris goes from +02:00 to +01:00
+    samples = [Sample(change - 3 * 3600 + 600 * i, 600.0, {"tcp.listen_overflow": 6000} if i == 9 else {}, ())
+               for i in range(1, 37)]
+    text = markdown.render([HistoryInput("History", samples, {}, "h.db")], tz=zones.resolve("Europe/Paris"))
+    table = next(t for t in md_tables(text) if t[0][0] == "time")
+    times = " ".join(row[0] for row in table[1:])
+    assert "+02:00" in times and "+01:00" in times
+    assert "+" not in " ".join(row[0] for row in next(t for t in md_tables(markdown.render(
+        [HistoryInput("History", samples, {}, "h.db")])) if t[0][0] == "time")[1:])   # UTC: no offsets needed

@@ -75,3 +75,44 @@ def test_missing_sources_stay_defaults():
 def test_not_a_snapshot_is_a_clear_error():
     with pytest.raises(DropdocError, match="cannot calibrate"):
         params_from_snapshot({"not": "a window"})
+
+
+def backlog_window(processed: int, dropped: int):
+    """The cpu-backlog lab seen by counters: RPS puts every datagram on CPU 1, whose backlog
+    drains `processed` and drops `dropped` in a 3 s window."""
+    host = Host()
+    host.sysctls["net.core.netdev_max_backlog"] = 1
+    before = host.snapshot(0.0)
+    host.set_cpu(1, processed=1_000_000 + processed, dropped=dropped)
+    host.set_cpu(0, processed=1_000_000 + 4 * processed)   # busier, but it dropped nothing
+    return make_window(before, host.snapshot(3.0))
+
+
+def test_softirq_time_gives_the_per_packet_cost_of_the_cpu_that_dropped():
+    cpu_times = {"cpu0": {"softirq": 0.04, "steal": 0.0}, "cpu1": {"softirq": 0.12, "steal": 0.3}}
+    cal = params_from_snapshot(backlog_window(3000, 37_000), cpu_times=cpu_times)
+    assert cal.params.rx_cost_us == pytest.approx(40.0)
+    assert "softirq 0.12 s / softnet processed 3000 on CPU 1" in cal.measured["rx_cost_us"]
+    assert cal.params.softirq_share == pytest.approx(0.9) and "steal" in cal.measured["softirq_share"]
+    assert cal.params.netdev_max_backlog == 1
+    assert "rx_cost_us" not in cal.defaulted
+
+
+def test_cost_stays_a_default_without_cpu_times_or_with_too_few_ticks():
+    window = backlog_window(3000, 37_000)
+    cal = params_from_snapshot(window)                       # a bundle: no /proc/stat
+    assert "rx_cost_us" in cal.defaulted and any("not measured" in note for note in cal.notes)
+    cal = params_from_snapshot(window, cpu_times={"cpu1": {"softirq": 0.01, "steal": 0.0}})
+    assert "rx_cost_us" in cal.defaulted and any("too little softirq time" in note for note in cal.notes)
+
+
+def test_measured_cost_makes_the_backlog_a_bottleneck_the_default_does_not():
+    """The point of measuring it: at 1 us a packet a CPU drains 1 Mpps and 300k/s pass; at
+    the measured 40 us it drains 25k/s and most of a 300k/s burst is dropped."""
+    cpu_times = {"cpu1": {"softirq": 0.12, "steal": 0.0}}
+    measured = params_from_snapshot(backlog_window(3000, 37_000), cpu_times=cpu_times).params
+    load = dict(udp_rate=300_000, udp_total=40_000, rx_path="veth", rps_cpus=1, flows=2, poisson=False,
+                udp_rcvbuf=1 << 26, rcvbuf_force=True)
+    with_cost = simulate(measured.replace(**load), seconds=3.0).drops["cpu.backlog_drop"]
+    default = simulate(measured.replace(rx_cost_us=1.0, **load), seconds=3.0).drops["cpu.backlog_drop"]
+    assert 0.85 * 40_000 < with_cost < 40_000 and default < 0.01 * 40_000

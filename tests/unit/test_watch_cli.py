@@ -54,3 +54,20 @@ def test_stop_flag_wait_returns_early_once_set():
     start = time.monotonic()
     assert flag.wait(10) is True and flag.is_set()
     assert time.monotonic() - start < 0.5
+
+
+def test_a_clock_set_back_while_recording_is_told_and_counted(tmp_path):
+    from dropdoc.commands.watch import _record
+    from dropdoc.history import History
+    from dropdoc.meter import Interval
+    from dropdoc.render import watch_view
+
+    t0 = 1_700_000_000.0
+    state = watch_view.new_state("vm", None, 1.0, 60, started=0.0, recording="h.db", recorded=0)
+    with History(str(tmp_path / "h.db")) as history:
+        for t in range(1, 11):
+            _record(state, history, Interval(wall=t0 + t, seconds=1.0, drops={"udp.no_port": 0}))
+        assert state.notice is None and state.recorded == 10
+        _record(state, history, Interval(wall=t0 + 4, seconds=1.0, drops={"udp.no_port": 0}))  # NTP stepped back 7 s
+        assert state.recorded == history.count() == 4
+    assert state.notice == "the clock was set back: 7 samples stamped after 2023-11-14T22:13:23Z removed from h.db"

@@ -156,3 +156,93 @@ def test_run_stops_between_samples_when_stopped():
     meter, got = FakeMeter(), []
     done = run(meter, 0.001, samples=None, on_interval=got.append, stop=StopAfter(3))
     assert done == 2 and len(got) == 2 and meter.calls == 3  # baseline + 2; the 3rd wait stopped it
+
+
+# --- intervals that cannot be counted whole ---------------------------------------------------
+
+class NamespaceMeter(Meter):
+    """A Meter over a hand-built Host whose namespace can vanish (snapshot raises)."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__(netns="srv")
+        self.host, self.t, self.fail = host, 0.0, None
+
+    def _namespace_identity(self):
+        return 4026532100
+
+    def snapshot(self):
+        if self.fail is not None:
+            raise self.fail
+        self.t += 1.0
+        return self.host.snapshot(self.t)
+
+
+def test_a_source_failing_at_either_end_makes_its_findings_unknown_not_a_partial_sum():
+    # udp.no_port = Udp.NoPorts (snmp) + Udp6.NoPorts (snmp6). With snmp failing, Udp6
+    # alone would be reported as the finding's count: too small, and looking measured.
+    host, meter = Host(), Meter()
+    sampled(host, meter, 0)
+    host.broken["snmp"] = ("failed", "snmp: truncated")
+    host.bump("snmp", "Udp.NoPorts", 100)
+    host.bump("snmp6", "Udp6.NoPorts", 3)
+    assert sampled(host, meter, 1).drops["udp.no_port"] is None
+    host.broken.clear()
+    host.bump("snmp", "Udp.NoPorts", 10)
+    assert sampled(host, meter, 2).drops["udp.no_port"] is None   # came back: this interval began without it
+    host.bump("snmp", "Udp.NoPorts", 4)
+    assert sampled(host, meter, 3).drops["udp.no_port"] == 4
+    assert meter.measurable() >= {"udp.no_port", "tcp.listen_overflow"}
+    host.broken["snmp"] = ("failed", "snmp: truncated")
+    sampled(host, meter, 4)
+    assert "udp.no_port" not in meter.measurable() and "tcp.listen_overflow" in meter.measurable()
+
+
+def test_a_source_that_never_worked_leaves_the_other_counters_measured():
+    # IPv6 disabled from the start: there is no Udp6 traffic to miss.
+    host, meter = Host(), Meter()
+    host.broken["snmp6"] = ("unavailable", "no /proc/net/snmp6")
+    sampled(host, meter, 0)
+    host.bump("snmp", "Udp.NoPorts", 5)
+    assert sampled(host, meter, 1).drops["udp.no_port"] == 5
+
+
+def test_namespace_lost_then_back_is_unknown_then_a_new_baseline():
+    from dropdoc.errors import UnknownNetns
+
+    host = Host()
+    meter = NamespaceMeter(host)
+    assert meter.sample() is None
+    total = meter.totals["tcp.listen_overflow"]
+    meter.fail = UnknownNetns("no network namespace named 'srv'")
+    gone = meter.sample()
+    assert set(gone.drops.values()) == {None} and "no network namespace" in gone.lost
+    assert meter.sample().lost                        # still gone: still nothing known
+    meter.fail = None
+    host.bump("netstat", "TcpExt.ListenOverflows", 500)   # whatever happened meanwhile ...
+    back = meter.sample()
+    assert set(back.drops.values()) == {None} and back.lost.startswith("new baseline (no network namespace")
+    assert meter.totals["tcp.listen_overflow"] == total  # ... is not counted, nor are totals reset
+    host.bump("netstat", "TcpExt.ListenOverflows", 7)
+    assert meter.sample().drops["tcp.listen_overflow"] == 7
+    assert meter.totals["tcp.listen_overflow"] == total + 7
+
+
+def test_namespace_missing_at_the_first_sample_is_the_callers_one_line_error():
+    from dropdoc.errors import UnknownNetns
+
+    meter = NamespaceMeter(Host())
+    meter.fail = UnknownNetns("no network namespace named 'srv'")
+    with pytest.raises(UnknownNetns):
+        meter.sample()
+
+
+def test_namespace_recreated_between_samples_is_a_new_baseline():
+    host = Host()
+    meter = NamespaceMeter(host)
+    meter.sample()
+    meter._namespace_identity = lambda: 4026532999     # another namespace under the same name
+    host.bump("netstat", "TcpExt.ListenOverflows", 40)  # its counters are not a delta of the old one's
+    interval = meter.sample()
+    assert interval.drops["tcp.listen_overflow"] is None and "re-created" in interval.lost
+    host.bump("netstat", "TcpExt.ListenOverflows", 2)
+    assert meter.sample().drops["tcp.listen_overflow"] == 2

@@ -174,3 +174,42 @@ def test_json_line_has_every_finding_null_when_not_measured():
 def test_fmt_helpers():
     assert [watch_view.fmt_rate(v) for v in (None, 0, 0.25, 99.94, 1234.5)] == ["-", "0", "0.2", "99.9", "1,234"]
     assert watch_view.fmt_elapsed(3725) == "1h02m05s" and watch_view.fmt_elapsed(-3) == "0m00s"
+
+
+def lost(t: float, reason: str) -> Interval:
+    return Interval(wall=T0 + t, seconds=1.0, drops=dict.fromkeys(ALL), lost=reason)
+
+
+def test_an_interval_not_measured_says_why_instead_of_no_drops():
+    gone = lost(2, "no network namespace named 'srv'")
+    state = state_with(make(1, tcp__listen_overflow=4), gone)
+    line = watch_view.plain_line(state, gone)
+    assert line.endswith("not measured: no network namespace named 'srv'") and "no drops" not in line
+    record = watch_view.json_line(state, gone)
+    assert record["lost"] == "no network namespace named 'srv'"
+    assert set(record["drops"].values()) == {None} and record["rate_per_s"] == {}
+    assert watch_view.json_line(state, make(3))["lost"] is None
+    text = text_of(state)
+    assert "not measured in the last interval: no network namespace named 'srv'" in text
+    (listen,) = lines_with(text, "tcp.listen_overflow")
+    assert listen.split()[2] == "-" and listen.endswith("█ ")   # now: a gap, not 0
+
+
+def test_a_notice_from_the_recorder_is_shown_under_the_footer():
+    state = state_with(make(1), recording="h.db", recorded=5, retention="7d",
+                       notice="the clock was set back: 3 samples stamped after 2023-11-14T22:13:21Z removed from h.db")
+    assert "the clock was set back: 3 samples" in text_of(state, width=140)
+
+
+def test_a_narrow_terminal_drops_columns_and_cuts_names_never_numbers():
+    state = state_with(make(1, tcp__listen_overflow=10, cpu__time_squeeze=3), make(2, tcp__listen_overflow=5_000_000))
+    for width in range(12, 141, 4):
+        text = text_of(state, width=width)
+        assert max(len(line) for line in text.splitlines()) <= width, width
+        (listen,) = [line for line in text.splitlines() if line.startswith("tcp.")]
+        numbers = [token for token in listen.split() if any(ch.isdigit() for ch in token)]
+        assert set(numbers) <= {"5,000,000", "5,000,010"}, (width, listen)   # whole, or not shown
+        if width >= 20:
+            assert "5,000,000" in numbers, (width, listen)                     # the rate now stays longest
+        if width >= 100:
+            assert listen.split()[:2] == ["tcp.listen_overflow", "transport"] and "█" in listen

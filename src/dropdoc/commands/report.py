@@ -4,19 +4,12 @@ self-contained HTML page or GitHub-flavoured Markdown for a ticket."""
 from __future__ import annotations
 
 import os
-import sys
-import tempfile
 
 import click
 
 from ..cli import friendly_errors
-from ..errors import DropdocError
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "markdown", ".markdown": "markdown"}
-
-
-class ReportOutputError(DropdocError):
-    """The report could not be written."""
 
 
 def output_format(output: str, fmt: str | None) -> str:
@@ -31,26 +24,6 @@ def output_format(output: str, fmt: str | None) -> str:
     return FORMATS[extension]
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Write next to the target and rename: a failed run never leaves half a report."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, temporary = tempfile.mkstemp(prefix=".dropdoc-report-", dir=directory)
-    except OSError as exc:
-        raise ReportOutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except OSError as exc:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise ReportOutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
 @click.command("report")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option("-o", "--output", default="-", show_default=True,
@@ -61,31 +34,35 @@ def write_atomically(path: str, text: str) -> None:
 @click.option("--top", default=4, show_default=True, type=click.IntRange(0, 27),
               help="history: findings that get a chart of their own")
 @click.option("--title", help="report title [default: dropdoc report: HOST]")
+@click.option("--tz", "zone", default="local", show_default=True,
+              help="time zone of the times shown: local (this machine's), UTC, an IANA name "
+                   "(Europe/Paris) or an offset (+05:30)")
 @friendly_errors
 def command(inputs: tuple[str, ...], output: str, fmt: str | None, since: str | None, top: int,
-            title: str | None) -> None:
+            title: str | None, zone: str) -> None:
     """Render diagnoses (`dropdoc diagnose --format json`, `lab run --format json`, bundles)
     and histories (`dropdoc watch --record`) as one HTML or Markdown report.
 
     The kind of each INPUT is recognised by its content; several inputs make one report
-    (e.g. a diagnosis with the history around it)."""
+    (e.g. a diagnosis with the history around it). Inputs from different hosts or
+    namespaces each keep their own section: the report says so and adds nothing up."""
     import time
 
     from ..history import parse_duration
-    from ..render import report_inputs
+    from ..render import report_inputs, zones
+    from ..render.output import write_text
 
     kind = output_format(output, fmt)
+    tz = zones.resolve(zone)
     since_ts = time.time() - parse_duration(since) if since else None
     loaded = [item for path in inputs for item in report_inputs.load(path, since_ts)]
     if kind == "html":
         from ..render.html import render
     else:
         from ..render.markdown import render
-    text = render(loaded, top=top, title=title)
-    if output == "-":
-        sys.stdout.write(text)
-        return
-    write_atomically(output, text)
-    diagnoses = sum(isinstance(i, report_inputs.DiagnosisInput) for i in loaded)
-    histories = len(loaded) - diagnoses
-    click.echo(f"dropdoc: wrote {output} ({kind}; {diagnoses} diagnosis(es), {histories} history(ies))", err=True)
+    text = render(loaded, top=top, title=title, tz=tz)
+    write_text(output, text)
+    if output != "-":
+        diagnoses = sum(isinstance(i, report_inputs.DiagnosisInput) for i in loaded)
+        histories = len(loaded) - diagnoses
+        click.echo(f"dropdoc: wrote {output} ({kind}; {diagnoses} diagnosis(es), {histories} history(ies))", err=True)

@@ -1,4 +1,9 @@
-"""`dropdoc serve`: the Prometheus exporter (library: dropdoc.export)."""
+"""`dropdoc serve`: the Prometheus exporter (library: dropdoc.export).
+
+SIGTERM, SIGINT and SIGHUP (the terminal closed; there is no configuration to reload)
+stop it cleanly: the server shut down, the tracer detached, exit 0. Status lines go to
+stderr; a stderr that is gone (`dropdoc serve 2>&1 | head -1`) never changes the outcome.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import click
 
 from ..cli import friendly_errors
 
-EXIT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+EXIT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @click.command("serve")
@@ -70,8 +75,8 @@ def command(listen: str, allow_remote: bool, netns: tuple[str, ...], host: bool,
         thread.start()
         labels = ", ".join(ns or "host" for ns in namespaces)
         tracing = "off" if not trace else ("on" if exporter.tracer and exporter.tracer.up else "unavailable")
-        click.echo(f"dropdoc serve: listening on {replace(address, port=server.port).url}/metrics "
-                   f"(namespaces: {labels}; trace: {tracing})", err=True)
+        _note(f"dropdoc serve: listening on {replace(address, port=server.port).url}/metrics "
+              f"(namespaces: {labels}; trace: {tracing})")
         while not received:
             time.sleep(0.5)  # a signal interrupts the sleep and runs on_signal
         server.shutdown()
@@ -83,4 +88,11 @@ def command(listen: str, allow_remote: bool, netns: tuple[str, ...], host: bool,
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     name = signal.Signals(received[0]).name if received else "?"
-    click.echo(f"dropdoc serve: stopped ({name})" + (", tracer detached" if traced else ""), err=True)
+    _note(f"dropdoc serve: stopped ({name})" + (", tracer detached" if traced else ""))
+
+
+def _note(text: str) -> None:
+    try:
+        click.echo(text, err=True)
+    except OSError:  # stderr closed (a pipe whose reader left, a terminal gone)
+        pass

@@ -11,6 +11,7 @@ the scenario file, then --set/--<param> flags. Thin: everything is in dropdoc.si
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from typing import Any
 
@@ -44,7 +45,7 @@ def _pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
 
 def load_scenario(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """A TOML scenario: parameter keys (flat or under [params]), optional `seconds`, `dt` and a
-    [what_if] table. Returns (values, run settings incl. what_if)."""
+    [what_if] table. Returns (values, run settings incl. what_if); every error names the file."""
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)
@@ -52,6 +53,8 @@ def load_scenario(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise SimParamsError(f"{path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SimParamsError(f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise SimParamsError(f"{path}: not valid TOML (not UTF-8 text)") from None
     values = {k: v for k, v in data.items() if k not in RESERVED}
     if "params" in data:
         if not isinstance(data["params"], dict):
@@ -61,20 +64,40 @@ def load_scenario(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if "what_if" in run and not isinstance(run["what_if"], dict):
         raise SimParamsError(f"{path}: [what_if] must be a table of key = value")
     try:
-        SimParams.from_dict(values)
+        params = SimParams.from_dict(values)
+        for key in ("seconds", "dt"):
+            if key in run:
+                _positive(run[key], key)
     except SimParamsError as exc:
         raise SimParamsError(f"{path}: {exc}") from None
+    try:
+        params.replace(**{str(k): v for k, v in run.get("what_if", {}).items()})
+    except SimParamsError as exc:
+        raise SimParamsError(f"{path}: [what_if] {exc}") from None
     return values, run
 
 
 def _positive(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise SimParamsError(f"{name}: expected a number of seconds, got {value!r}")
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SimParamsError(f"{name}: expected a number of seconds, got {value!r}") from None
     if not (number > 0 and number < 1e6):
-        raise SimParamsError(f"{name}: expected a positive number of seconds, got {value!r}")
+        raise SimParamsError(f"{name}: expected a positive number of seconds below 1e6, got {value!r}")
     return number
+
+
+def _check_html_path(path: str) -> None:
+    """Before simulating: a page that cannot be written is said at once, not after the run."""
+    if path == "-":
+        raise click.UsageError("--html needs a file name (stdout carries the text or JSON)")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise SimParamsError(f"cannot write {path}: directory {os.path.dirname(path) or directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK) and not os.access(path, os.W_OK):
+        raise SimParamsError(f"cannot write {path}: Permission denied")
 
 
 @click.command(name="sim")
@@ -114,6 +137,13 @@ def command(scenario: str | None, seconds: str | None, dt: str | None, sets: tup
         raise click.UsageError("--netns applies to --from-host")
     if from_host and bundle:
         raise click.UsageError("--from-host measures this host; --from reads a bundle: choose one")
+    if html_path:
+        _check_html_path(html_path)
+    if size_finding:
+        from ..sim.sizing import PRIMARY
+
+        if size_finding not in PRIMARY:
+            raise SimParamsError(f"--size {size_finding!r}: no queue to size (one of {', '.join(PRIMARY)})")
 
     calibration = None
     base = SimParams()
@@ -136,11 +166,17 @@ def command(scenario: str | None, seconds: str | None, dt: str | None, sets: tup
     params = SimParams.from_dict(values, base=base)
     run_seconds = _positive(seconds if seconds is not None else run.get("seconds", 10.0), "seconds")
     run_dt = None if dt is None and "dt" not in run else _positive(dt if dt is not None else run["dt"], "dt")
+    if run_dt is not None and run_dt > run_seconds:
+        raise SimParamsError(f"dt: a step of {run_dt:g} s is longer than the {run_seconds:g} s simulated")
     what_if = {str(k): v for k, v in run.get("what_if", {}).items()}
     what_if.update(_pairs(what_ifs, "--what-if"))
+    try:  # checked before the first run, not after it
+        changed = params.replace(**what_if) if what_if else None
+    except SimParamsError as exc:
+        raise SimParamsError(f"--what-if: {exc}") from None
 
     result = simulate(params, run_seconds, run_dt)
-    after = simulate(params.replace(**what_if), run_seconds, run_dt) if what_if else None
+    after = simulate(changed, run_seconds, run_dt) if changed is not None else None
     sizing = None
     if size_finding:
         from ..sim.sizing import size_queue
@@ -171,12 +207,9 @@ def command(scenario: str | None, seconds: str | None, dt: str | None, sets: tup
             console.print()
             _print_sizing(sizing, console)
     if html_path:
-        page = sim_render.render_html(result, after, what_if, calibration_lines)
-        try:
-            with open(html_path, "w", encoding="utf-8") as handle:
-                handle.write(page)
-        except OSError as exc:
-            raise SimParamsError(f"{html_path}: {exc.strerror or exc}") from None
+        from ..render.output import write_text
+
+        write_text(html_path, sim_render.render_html(result, after, what_if, calibration_lines))
         if fmt == "text":
             console.print(f"wrote {html_path}", style="dim")
 

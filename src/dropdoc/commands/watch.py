@@ -3,13 +3,16 @@
 A thin layer: meter.run() samples, render/watch_view.py says what to show, history.py
 stores. On a terminal the view is redrawn in place (rich Live); piped, each interval is
 one plain log line, or with --format json one JSON object per line (JSON Lines).
-Ctrl-C and SIGTERM only raise a flag that the sampling loop checks between samples, so
-an interrupted watch never leaves a half-written sample and exits 0 with the history
-closed.
+Ctrl-C, SIGTERM and SIGHUP (the terminal closed) only raise a flag that the sampling loop
+checks between samples, so an interrupted watch never leaves a half-written sample and
+exits 0 with the history closed. A reader that goes away (`dropdoc watch | head -1`) or a
+terminal that hangs up stops it the same way; any other output error (a full disk behind
+`> file`) is a one-line error after the history is closed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -102,7 +105,8 @@ def command(netns: str | None, interval: float, record: str | None, retention: s
     try:
         if history:
             history.describe_host(netns)
-        state = watch_view.new_state(platform.node(), netns, interval, window_s, recording=record,
+        state = watch_view.new_state(platform.node(), netns, interval, window_s, started=time.monotonic(),
+                                     recording=record,
                                      recorded=history.count() if history else None,
                                      retention=(retention or "7d") if history else None)
         live = fmt == "text" and sys.stdout.isatty()
@@ -116,17 +120,48 @@ def command(netns: str | None, interval: float, record: str | None, retention: s
     sys.exit(0)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _stop_on_signals(flag: StopFlag) -> Callable[[], None]:
-    """SIGINT/SIGTERM set the flag; returns a function restoring the previous handlers."""
-    previous = {sig: signal.signal(sig, flag.set) for sig in (signal.SIGINT, signal.SIGTERM)}
+    """SIGINT/SIGTERM/SIGHUP set the flag; returns a function restoring the previous handlers."""
+    previous = {sig: signal.signal(sig, flag.set) for sig in STOP_SIGNALS}
     return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()]
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: the reader or terminal is gone, and Python's own flush at
+    exit must not fail on it (an error message and exit status 120)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+class OutputFailed(DropdocError):
+    """Standard output cannot be written (not a closed pipe: that is a normal stop)."""
+
+
+def _output_error(exc: OSError, flag: StopFlag) -> OutputFailed | None:
+    """Stop on an output error: a reader or terminal gone (EPIPE, EIO) is a quiet stop,
+    anything else an error to report once the history is closed."""
+    _silence_stdout()
+    flag.set()
+    if exc.errno in (errno.EPIPE, errno.EIO):
+        return None
+    return OutputFailed(f"cannot write to standard output: {exc.strerror or exc}")
 
 
 def _record(state, history, interval) -> None:
     state.add(interval)
     if history:
-        history.append(interval)
+        appended = history.append(interval)
         state.recorded = (state.recorded or 0) + 1
+        if appended.removed:
+            from ..history import iso
+
+            state.recorded -= appended.removed
+            state.notice = (f"the clock was set back: {appended.removed} samples stamped after "
+                            f"{iso(appended.removed_after)} removed from {state.recording}")
 
 
 def _watch_live(state, meter, history, count: int | None) -> None:
@@ -139,47 +174,64 @@ def _watch_live(state, meter, history, count: int | None) -> None:
     console = Console()
 
     def view():
-        return watch_view.render(state, width=console.width, now=time.time())
+        return watch_view.render(state, width=console.width, now=time.monotonic())
 
-    with Live(view(), console=console, auto_refresh=False, transient=False) as live:
-        flag = StopFlag(on_tick=lambda: live.update(view(), refresh=True))
-        restore = _stop_on_signals(flag)
-        try:
+    flag = StopFlag()
+    restore = _stop_on_signals(flag)
+    failed: OutputFailed | None = None
+    try:
+        with Live(view(), console=console, auto_refresh=False, transient=False) as live:
+            def redraw() -> None:
+                nonlocal failed
+                try:
+                    live.update(view(), refresh=True)  # the width is read again: resizes follow
+                except OSError as exc:  # the terminal hung up (EIO) before SIGHUP arrived
+                    failed = failed or _output_error(exc, flag)
+
             def started() -> None:
-                state.started = time.time()
-                live.update(view(), refresh=True)
+                state.started = time.monotonic()
+                redraw()
 
             def on_interval(interval) -> None:
                 _record(state, history, interval)
-                live.update(view(), refresh=True)
+                redraw()
 
+            flag.on_tick = redraw
             run(meter, state.interval, count, on_interval=on_interval, stop=flag, on_start=started)
-        finally:
-            restore()
+    except OSError as exc:  # leaving the live view (cursor shown again) on a terminal that is gone
+        failed = failed or _output_error(exc, flag)
+    finally:
+        restore()
+    if failed:
+        raise failed
 
 
 def _watch_lines(state, meter, history, count: int | None, fmt: str) -> None:
     from ..meter import run
     from ..render import watch_view
 
+    failed: OutputFailed | None = None
+
     def started() -> None:
-        state.started = time.time()
+        state.started = time.monotonic()
         where = f"netns {state.netns}" if state.netns else "the host network namespace"
         recording = f", recording to {state.recording}" if state.recording else ""
-        click.echo(f"dropdoc watch: {where} every {state.interval:g} s{recording}", err=True)
+        _note(f"dropdoc watch: {where} every {state.interval:g} s{recording}")
 
     def on_interval(interval) -> None:
+        nonlocal failed
         _record(state, history, interval)
+        if state.notice:
+            _note(f"dropdoc watch: {state.notice}")
+            state.notice = None
         if fmt == "json":
             line = json.dumps(watch_view.json_line(state, interval), separators=(",", ":"))
         else:
             line = watch_view.plain_line(state, interval)
         try:
             click.echo(line)
-        except BrokenPipeError:
-            # `dropdoc watch | head`: the reader is gone; stop like on Ctrl-C.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            flag.set()
+        except OSError as exc:  # `dropdoc watch | head`: the reader is gone; stop like on Ctrl-C
+            failed = failed or _output_error(exc, flag)
 
     flag = StopFlag()
     restore = _stop_on_signals(flag)
@@ -187,3 +239,13 @@ def _watch_lines(state, meter, history, count: int | None, fmt: str) -> None:
         run(meter, state.interval, count, on_interval=on_interval, stop=flag, on_start=started)
     finally:
         restore()
+    if failed:
+        raise failed
+
+
+def _note(text: str) -> None:
+    """A status line on stderr; a closed stderr is no reason to stop watching."""
+    try:
+        click.echo(text, err=True)
+    except OSError:
+        pass

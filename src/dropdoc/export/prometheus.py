@@ -66,11 +66,17 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "dropdoc_trace_lost_events_total": (
         "counter", ("netns",),
         "Drops the tracer could not count (its map was full); one tracer serves every namespace."),
-    "dropdoc_trace_up": ("gauge", ("netns",), "1 if the kfree_skb tracer is attached, 0 if off or failed."),
+    "dropdoc_trace_up": (
+        "gauge", ("netns",),
+        "With --trace: 1 if the kfree_skb tracer is attached and read, 0 if it failed (absent without --trace)."),
     "dropdoc_source_up": (
         "gauge", ("netns", "source"),
-        ("1 if the source was read in the last collection, 0 if unavailable, failed or needing "
-         "privilege (the reason is logged).")),
+        ("1 if the source was read in the last collection, 0 if it failed or needs privilege (the "
+         "reason is logged); absent for a source this host does not have (dropdoc_source_unavailable).")),
+    "dropdoc_source_unavailable": (
+        "gauge", ("netns", "source"),
+        ("1 for a source this host does not have (kernel feature or module absent, e.g. no conntrack): "
+         "the findings that need it are not measured here. Coverage, not a failure.")),
     "dropdoc_scrape_duration_seconds": ("gauge", ("netns",), "Wall time of the namespace's last collection."),
     "dropdoc_scrape_cpu_seconds": ("gauge", ("netns",), "CPU time of the namespace's last collection."),
     "dropdoc_scrape_errors_total": (
@@ -118,9 +124,11 @@ def families(samples: Iterable[NetnsSample], trace: TraceSample | None, errors_t
             out["dropdoc_conntrack_max"].add_metric([ns], sample.conntrack_max)
         for source, up in sorted(sample.source_up().items()):
             out["dropdoc_source_up"].add_metric([ns, source], 1 if up else 0)
-        tracing = trace is not None and trace.up
-        out["dropdoc_trace_up"].add_metric([ns], 1 if tracing else 0)
-        if tracing:
+        for source in sample.unavailable():
+            out["dropdoc_source_unavailable"].add_metric([ns, source], 1)
+        if trace is not None:  # --trace: up or failed; without it no series (nothing is down)
+            out["dropdoc_trace_up"].add_metric([ns], 1 if trace.up else 0)
+        if trace is not None and trace.up:
             for reason, count in sorted(trace.drops.get(ns, {}).items()):
                 out["dropdoc_trace_drops_total"].add_metric([ns, reason], count)
             if trace.lost is not None:
@@ -186,7 +194,7 @@ class Exporter:
         if self.tracer is not None and not self.tracer.attach():
             error = self.tracer.error or "off"
             self._log_change(("", "trace"), False, error, f"tracing unavailable: {error} (dropdoc_trace_up 0)")
-        return [self._sample(s) for s in self.samplers]
+        return [self._sample(s, starting=True) for s in self.samplers]
 
     def close(self) -> None:
         if self.tracer is not None:
@@ -225,18 +233,20 @@ class Exporter:
             self.errors_total += count_errors(sample)
         return families(samples, trace, self.errors_total, self.kernel)
 
-    def _sample(self, sampler: NamespaceSampler) -> NetnsSample:
+    def _sample(self, sampler: NamespaceSampler, starting: bool = False) -> NetnsSample:
         wall, cpu = time.perf_counter(), time.thread_time()
         sample = sampler.sample()
         sample.seconds = time.perf_counter() - wall
         sample.cpu_seconds = time.thread_time() - cpu
-        self._log_sample(sample)
+        if not (starting and not sample.reachable):  # at start the caller says it, once
+            self._log_sample(sample)
         return sample
 
     # -- logs: the reasons behind source_up 0, once per change, not once per scrape --------------
     def _log_sample(self, sample: NetnsSample) -> None:
         where = sample.netns or "host"
-        for source, status in sample.sources.items():
+        # A namespace that cannot be entered fails every source for one reason: one line.
+        for source, status in sample.sources.items() if sample.reachable else ():
             error = sample.source_errors.get(source, "")
             self._log_change((sample.netns, source), status == "ok", f"{status} {error}",
                              f"{where}: source {source} {status}: {error}" if status != "ok"

@@ -11,8 +11,13 @@ local endpoint (SO_REUSEPORT groups, or v4/v6 twins printed alike) are one serie
 (endpoint, process): their queues, limits and drops are added up, which also keeps the
 exposition free of duplicate label sets.
 
-Nothing in here may raise to the caller: a source that fails is a `False` in `sources`
-(its metrics absent), an unexpected exception in a step is a line in `errors`.
+Nothing in here may raise to the caller: a source that fails is a status other than "ok"
+in `sources` (its metrics absent), an unexpected exception in a step is a line in `errors`.
+
+Source health (the contract of dropdoc_source_up, see monitoring/README.md): a source is
+*up* (ok) or *down* (failed, needs-privilege: it exists here and dropdoc cannot read it -
+an incident or a deployment to fix); a source the host does not have (unavailable: no
+conntrack module, no nftables) is neither - it is the host's coverage, exported apart.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import DropdocError, read_text
-from ..meter import Meter, drops_by_finding
+from ..errors import DropdocError, NeedsPrivilege, read_text
+from ..meter import Meter
 from ..snapshot import Snapshot, take_snapshot
 from .owners import OwnerCache
 
@@ -29,6 +34,7 @@ TOP_SOCKETS = 20
 LISTENERS_SOURCE = "tcp_listeners"
 UDP_SOURCE = "udp_sockets"
 OWNERS_SOURCE = "process_sockets"
+UNAVAILABLE = "unavailable"
 CONNTRACK_MAX = "/proc/sys/net/netfilter/nf_conntrack_max"
 
 
@@ -63,7 +69,12 @@ class NetnsSample:
     cpu_seconds: float = 0.0                                     # CPU time of the sampling thread
 
     def source_up(self) -> dict[str, bool]:
-        return {name: status == "ok" for name, status in self.sources.items()}
+        """Sources this host has: True if read, False if failed or needing privilege."""
+        return {name: status == "ok" for name, status in self.sources.items() if status != UNAVAILABLE}
+
+    def unavailable(self) -> list[str]:
+        """Sources this host does not have (kernel feature or module absent)."""
+        return sorted(name for name, status in self.sources.items() if status == UNAVAILABLE)
 
 
 # --- ranking (pure) -------------------------------------------------------------------------
@@ -72,54 +83,55 @@ def _fill(length: int, limit: int | None) -> float:
     return length / max(limit or 0, 1)
 
 
-def top_listeners(listeners: Iterable, owner_names: Callable[[Iterable[int]], dict[int, str]],
-                  limit: int = TOP_SOCKETS) -> list[ListenerSeries]:
-    """The `limit` fullest listening endpoints (accept queue / backlog, then queue length),
-    one series per (endpoint, process). Owners are looked up for the chosen sockets only."""
+def _total(values: Iterable[int | None]) -> int | None:
+    """Sum, or None when one of them is unknown (a limit we cannot read is not 0)."""
+    values = list(values)
+    return None if any(v is None for v in values) else sum(values)
+
+
+def _by_endpoint(sockets: Iterable) -> dict[str, list]:
     groups: dict[str, list] = {}
-    for lst in listeners:
-        groups.setdefault(lst.endpoint, []).append(lst)
+    for sock in sockets:
+        groups.setdefault(sock.endpoint, []).append(sock)
+    return groups
 
-    def rank(item: tuple[str, list]) -> tuple:
-        endpoint, members = item
-        length = sum(m.accept_queue for m in members)
-        backlogs = [m.backlog for m in members]
-        total = None if any(b is None for b in backlogs) else sum(backlogs)
-        return (-_fill(length, total), -length, endpoint)
 
-    chosen = sorted(groups.items(), key=rank)[:limit]
+def _by_process(chosen: list[tuple[str, list]], owner_names: Callable[[Iterable[int]], dict[int, str]]
+                ) -> list[tuple[str, str, list]]:
+    """(endpoint, process, its sockets) for the chosen endpoints; owners are looked up for
+    these sockets only, in one call."""
     names = owner_names([m.inode for _, members in chosen for m in members])
-    series: list[ListenerSeries] = []
+    found = []
     for endpoint, members in chosen:
         by_process: dict[str, list] = {}
         for m in members:
             by_process.setdefault(names.get(m.inode, "unknown"), []).append(m)
-        for process in sorted(by_process):
-            part = by_process[process]
-            backlogs = [m.backlog for m in part]
-            series.append(ListenerSeries(endpoint, process, sum(m.accept_queue for m in part),
-                                         None if any(b is None for b in backlogs) else sum(backlogs)))
-    return series[:limit]
+        found += [(endpoint, process, by_process[process]) for process in sorted(by_process)]
+    return found
+
+
+def top_listeners(listeners: Iterable, owner_names: Callable[[Iterable[int]], dict[int, str]],
+                  limit: int = TOP_SOCKETS) -> list[ListenerSeries]:
+    """The `limit` fullest listening endpoints (accept queue / backlog, then queue length),
+    one series per (endpoint, process)."""
+    def rank(item: tuple[str, list]) -> tuple:
+        endpoint, members = item
+        length = sum(m.accept_queue for m in members)
+        return (-_fill(length, _total(m.backlog for m in members)), -length, endpoint)
+
+    chosen = sorted(_by_endpoint(listeners).items(), key=rank)[:limit]
+    return [ListenerSeries(endpoint, process, sum(m.accept_queue for m in part), _total(m.backlog for m in part))
+            for endpoint, process, part in _by_process(chosen, owner_names)][:limit]
 
 
 def top_udp(sockets: Iterable, owner_names: Callable[[Iterable[int]], dict[int, str]],
             limit: int = TOP_SOCKETS) -> list[UdpSeries]:
     """The `limit` UDP endpoints with the most drops (sockets that never dropped are left
     out: they carry no information and would churn with every short-lived client socket)."""
-    groups: dict[str, list] = {}
-    for sock in sockets:
-        if sock.drops:
-            groups.setdefault(sock.endpoint, []).append(sock)
+    groups = _by_endpoint(s for s in sockets if s.drops)
     chosen = sorted(groups.items(), key=lambda kv: (-sum(s.drops for s in kv[1]), kv[0]))[:limit]
-    names = owner_names([s.inode for _, members in chosen for s in members])
-    series: list[UdpSeries] = []
-    for endpoint, members in chosen:
-        by_process: dict[str, int] = {}
-        for s in members:
-            process = names.get(s.inode, "unknown")
-            by_process[process] = by_process.get(process, 0) + s.drops
-        series += [UdpSeries(endpoint, p, by_process[p]) for p in sorted(by_process)]
-    return series[:limit]
+    return [UdpSeries(endpoint, process, sum(s.drops for s in part))
+            for endpoint, process, part in _by_process(chosen, owner_names)][:limit]
 
 
 def read_conntrack_max(path: str = CONNTRACK_MAX) -> int | None:
@@ -152,7 +164,9 @@ class NamespaceSampler:
             snap = self._snapshot()
         except Exception as exc:  # noqa: BLE001 - e.g. the namespace was deleted: keep serving
             message = str(exc) if isinstance(exc, DropdocError) else f"{type(exc).__name__}: {exc}"
-            out.sources = dict.fromkeys(self.expected, "failed")
+            self.meter.lost(message)  # a namespace re-created meanwhile is a new baseline
+            out.sources = dict.fromkeys(self.expected, "needs-privilege" if isinstance(exc, NeedsPrivilege)
+                                        else "failed")
             out.source_errors = dict.fromkeys(self.expected, message)
             out.errors.append(f"namespace {self.label or 'host'}: {message}")
             out.reachable = False
@@ -180,10 +194,9 @@ class NamespaceSampler:
 
     def _drops(self, out: NetnsSample, snap: Snapshot) -> None:
         self.meter.sample(snap)
-        # Totals only for findings whose counters are readable in this very snapshot.
-        measurable = drops_by_finding(snap.counters())
-        out.drops = {finding: total for finding, total in self.meter.totals.items()
-                     if measurable.get(finding) is not None}
+        # Totals only for findings countable whole in this very snapshot.
+        measurable = self.meter.measurable()
+        out.drops = {finding: total for finding, total in self.meter.totals.items() if finding in measurable}
 
     def _listeners(self, out: NetnsSample, snap: Snapshot) -> None:
         listeners = snap.data(LISTENERS_SOURCE)

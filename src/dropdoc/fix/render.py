@@ -54,6 +54,11 @@ def plan_lines(plan: Plan) -> list[str]:
         lines.append("for the application/administrator (dropdoc does not change these):")
         for action in plan.actions:
             lines.append(f"  - {action['finding']} ({action['kind']}): {action['text']}")
+            if action.get("simulation"):  # the simulator's view of the app setting (sim_support)
+                lines.append(f"      simulator: {action['simulation'].get('text', '')}")
+                predicted = predicted_line(action["simulation"])
+                if predicted:
+                    lines.append(f"      {predicted}")
     for note in plan.notes:
         lines.append(f"note: {note}")
     return lines

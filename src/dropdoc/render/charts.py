@@ -15,9 +15,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime, tzinfo
 from decimal import Decimal
 from html import escape as _html_escape
+
+from .visible import visible
+from .zones import UTC, describe
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies, and in grey print.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#8C6D31", "#332288")
@@ -41,7 +44,7 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def escape(text: str) -> str:
-    return _html_escape(_NOT_XML.sub("\ufffd", str(text)))
+    return _html_escape(_NOT_XML.sub("\ufffd", visible(str(text))))
 
 
 def _number(value) -> float | None:
@@ -132,8 +135,9 @@ class _YScale:
 
 
 class _XScale:
-    def __init__(self, xs: Sequence[float], is_time: bool, max_ticks: int) -> None:
+    def __init__(self, xs: Sequence[float], is_time: bool, max_ticks: int, tz: tzinfo = UTC) -> None:
         low, high = min(xs), max(xs)
+        self.tz = tz
         self.is_time = is_time and _TIME_MIN <= low and high <= _TIME_MAX
         if high == low:  # one x: centre it
             pad = 60.0 if self.is_time else max(abs(low) * 0.5, 1.0)
@@ -175,20 +179,24 @@ class _XScale:
             pattern = "%H:%M:%S"
         else:
             pattern = "%H:%M"
+        # Ticks on round times of the zone shown (its midnight, its hours), from the offset
+        # at the start: a daylight-saving change inside the chart moves them by that hour.
+        offset = datetime.fromtimestamp(self.low, tz=self.tz).utcoffset()
+        shift = offset.total_seconds() if offset else 0.0
         ticks = []
-        k = math.ceil(self.low / step)
-        while k * step <= self.high and len(ticks) < 60:
-            when = datetime.fromtimestamp(k * step, tz=UTC)
-            ticks.append((self.position(k * step), when.strftime(pattern)))
+        k = math.ceil((self.low + shift) / step)
+        while k * step - shift <= self.high and len(ticks) < 60:
+            at = k * step - shift
+            ticks.append((self.position(at), datetime.fromtimestamp(at, tz=self.tz).strftime(pattern)))
             k += 1
         return ticks
 
     def caption(self) -> str:
         if not self.is_time:
             return ""
-        first = datetime.fromtimestamp(self.low, tz=UTC).strftime("%Y-%m-%d")
-        last = datetime.fromtimestamp(self.high, tz=UTC).strftime("%Y-%m-%d")
-        return f"time (UTC), {first}" + (f" to {last}" if last != first else "")
+        first = datetime.fromtimestamp(self.low, tz=self.tz).strftime("%Y-%m-%d")
+        last = datetime.fromtimestamp(self.high, tz=self.tz).strftime("%Y-%m-%d")
+        return f"time ({describe(self.tz, self.high)}), {first}" + (f" to {last}" if last != first else "")
 
 
 # -- drawing -----------------------------------------------------------------------------
@@ -241,10 +249,14 @@ def _legend(names: list[str], colors: dict[str, str], left: float, top: float, w
 
 
 def line_chart_svg(series: Series, title: str, y_label: str, x_is_time: bool = True,
-                   width: int = 720, height: int = 240, colors: Mapping[str, str] | None = None) -> str:
+                   width: int = 720, height: int = 240, colors: Mapping[str, str] | None = None,
+                   tz: tzinfo = UTC, x_label: str = "", y_top: float | None = None) -> str:
     """An <svg> element: one line per series, None values drawn as gaps.
 
-    `colors` maps series names to CSS colours (others take the palette in order)."""
+    `colors` maps series names to CSS colours (others take the palette in order); a time
+    axis shows the times of zone `tz`, another one says what it is with `x_label`. The y
+    axis reaches at least `y_top`: 100 for a share in %, or the same top for charts that
+    are compared side by side."""
     width = max(int(width), 160)
     height = max(int(height), 120)
     data = _clean(series)
@@ -270,7 +282,8 @@ def line_chart_svg(series: Series, title: str, y_label: str, x_is_time: bool = T
 
     xs = [x for points in data.values() for x, _ in points]
     ys = [y for points in data.values() for _, y in points if y is not None]
-    y_scale = _YScale(ys)
+    top_value = _number(y_top)
+    y_scale = _YScale(ys if top_value is None else [*ys, top_value])
 
     for fraction, label in y_scale.ticks():
         y = top + (1.0 - fraction) * plot_h
@@ -283,7 +296,7 @@ def line_chart_svg(series: Series, title: str, y_label: str, x_is_time: bool = T
     if not xs:
         out.append(_no_data_rect(left, top, plot_w, plot_h))
     else:
-        x_scale = _XScale(xs, x_is_time, int(plot_w // 95) + 1)
+        x_scale = _XScale(xs, x_is_time, int(plot_w // 95) + 1, tz)
 
         def px(x: float) -> float:
             return left + x_scale.position(x) * plot_w
@@ -298,9 +311,10 @@ def line_chart_svg(series: Series, title: str, y_label: str, x_is_time: bool = T
             out.append(f'<line x1="{_fmt(x)}" x2="{_fmt(x)}" y1="{_fmt(top + plot_h)}" y2="{_fmt(top + plot_h + 4)}" '
                        f'stroke="{MUTED}"/><text x="{_fmt(x)}" y="{_fmt(top + plot_h + 16)}" text-anchor="{anchor}" '
                        f'fill="{MUTED}">{escape(label)}</text>')
-        if x_scale.caption():
+        caption = x_scale.caption() or x_label
+        if caption:
             out.append(f'<text x="{_fmt(left + plot_w)}" y="{_fmt(top + plot_h + 30)}" text-anchor="end" '
-                       f'fill="{MUTED}" font-size="10">{escape(x_scale.caption())}</text>')
+                       f'fill="{MUTED}" font-size="10">{escape(caption)}</text>')
         spans = _no_data_spans(data) if ys else [(x_scale.low, x_scale.high)]
         for start, end in spans:
             x0, x1 = px(start), px(end)

@@ -15,10 +15,11 @@ import json
 import os
 import sqlite3
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import DropdocError
-from ..history import History, Sample
+from ..history import History, Sample, SampleColumns
 from ..model import SCHEMA as DIAGNOSIS_SCHEMA
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -41,9 +42,11 @@ class DiagnosisInput:
 @dataclass
 class HistoryInput:
     label: str
-    samples: list[Sample]
+    samples: Sequence[Sample] | SampleColumns   # a file's: columns (a week of 1 s samples is 600k)
     meta: dict[str, str]
     source: str
+    since: float | None = None      # --since: only samples ending at or after this time ...
+    older: int = 0                  # ... and how many older ones the file holds besides
 
 
 ReportInput = DiagnosisInput | HistoryInput
@@ -79,12 +82,13 @@ def load_history(path: str, since: float | None = None) -> HistoryInput:
     try:
         with History(path, create=False) as history:
             meta = history.meta()
-            samples = history.samples(since)
+            samples = history.columns(since)
+            older = history.count() - len(samples.ts) if since is not None else 0
     except DropdocError as exc:
         raise ReportInputError(_naming(path, exc)) from None
     except sqlite3.DatabaseError as exc:  # a damaged page found while reading the rows
         raise ReportInputError(f"{path}: damaged history ({exc})") from None
-    return HistoryInput("History", samples, meta, path)
+    return HistoryInput("History", samples, meta, path, since, max(older, 0))
 
 
 def load_bundle(path: str) -> DiagnosisInput:

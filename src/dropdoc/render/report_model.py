@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import UTC, datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from ..rules.engine import LAYERS, load_rules
 from .report_inputs import DiagnosisInput, HistoryInput, ReportInput
-from .timeline import Point, Timeline, bucket_coverage, bucket_peaks, choose_bucket
+from .timeline import Point, Timeline, choose_bucket
+from .zones import UTC, describe, offset_text
 
 NA = "n/a"
 SEVERITIES = ("critical", "warning", "info")
@@ -36,10 +37,12 @@ def _finite(value: Any) -> float | None:
 
 
 def fmt_count(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"   # exact: a u64 counter is beyond what a float holds
     number = _finite(value)
     if number is None:
         return NA if value is None or isinstance(value, (int, float)) else plain(value)
-    return f"{int(number):,}" if number == int(number) and abs(number) < 1e18 else f"{number:.4g}"
+    return f"{int(number):,}" if number == int(number) and abs(number) < 1e15 else f"{number:.4g}"
 
 
 def fmt_rate(value: Any) -> str:
@@ -50,9 +53,9 @@ def fmt_rate(value: Any) -> str:
         return "0"
     if abs(number) < 0.1:
         return f"{number:.2g}"
-    if abs(number) >= 1e6:
+    if abs(number) >= 1e15:
         return f"{number:.3g}"
-    return f"{number:,.1f}"
+    return f"{number:,.0f}" if abs(number) >= 1e6 else f"{number:,.1f}"
 
 
 def fmt_seconds(value: Any) -> str:
@@ -68,15 +71,18 @@ def fmt_seconds(value: Any) -> str:
     return f"{number / 86400:.1f} d" if number < 86400e6 else f"{number / 86400:.3g} d"
 
 
-def fmt_time(ts: Any, date: bool = True) -> str:
+def fmt_time(ts: Any, date: bool = True, tz: tzinfo = UTC, offset: bool | None = None) -> str:
+    """A time in zone `tz`: with its date and offset, or (date=False) the time of day,
+    with the offset only when asked for."""
     number = _finite(ts)
     if number is None:
         return NA
     try:
-        when = datetime.fromtimestamp(number, tz=UTC)
+        when = datetime.fromtimestamp(number, tz=tz)
     except (OverflowError, OSError, ValueError):
         return f"t={number:g}"
-    return when.strftime("%Y-%m-%d %H:%M:%S UTC" if date else "%H:%M:%S")
+    text = when.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S")
+    return f"{text} {offset_text(when)}" if (date if offset is None else offset) else text
 
 
 def plain(value: Any) -> str:
@@ -320,14 +326,20 @@ def _listed(items: list[Any]) -> dict[str, Any]:
     return {"items": items[:MAX_LISTED], "more": max(len(items) - MAX_LISTED, 0)}
 
 
-def _bucket_rows(timeline: Timeline, bucket_s: float) -> list[dict[str, Any]]:
+def _in_zone(ts: float, tz: tzinfo) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(ts, tz=tz)
+    except (OverflowError, OSError, ValueError):   # a time from a damaged file
+        return None
+
+
+def _bucket_rows(timeline: Timeline, bucket_s: float, tz: tzinfo) -> list[dict[str, Any]]:
     """Peak rate per layer per bucket, runs of all-zero or all-missing buckets folded into
     one row so the table stays short. A bucket the recorder covered only in part says so:
     its peak is the peak of the part that was recorded."""
-    per_layer = {layer: bucket_peaks(timeline.layer_spans(layer), bucket_s) for layer in timeline.layers}
-    starts = [x for x, _ in next(iter(per_layer.values()), [])]
-    coverage = bucket_coverage(timeline.layer_spans(timeline.layers[0]), bucket_s, starts,
-                               timeline.start or 0.0, timeline.end or 0.0)
+    per_layer = {layer: timeline.layer_buckets(layer, bucket_s) for layer in timeline.layers}
+    starts = timeline.buckets(bucket_s).starts()
+    coverage = timeline.bucket_coverage(bucket_s)
     rows: list[dict[str, Any]] = []
     for index, start in enumerate(starts):
         values = [per_layer[layer][index][1] for layer in timeline.layers]
@@ -338,16 +350,20 @@ def _bucket_rows(timeline: Timeline, bucket_s: float) -> list[dict[str, Any]]:
             continue
         rows.append({"start": start, "end": start + bucket_s, "state": state, "partial": partial,
                      "values": ["no data" if v is None else fmt_rate(v) for v in values]})
-    with_date = bool(starts) and fmt_time(starts[0])[:10] != fmt_time(starts[-1] + bucket_s)[:10]
+    first, last = (_in_zone(starts[0], tz), _in_zone(starts[-1] + bucket_s, tz)) if starts else (None, None)
+    with_date = bool(first and last) and first.date() != last.date()
+    # the offset changes inside the table (daylight saving): every time says which it is
+    with_offset = bool(first and last) and first.utcoffset() != last.utcoffset()
     for row in rows:
-        start, end = fmt_time(row["start"], date=with_date), fmt_time(row["end"], date=with_date)
+        start, end = (fmt_time(row[key], date=with_date, tz=tz, offset=with_offset) for key in ("start", "end"))
         row["when"] = start if row["end"] - row["start"] <= bucket_s else f"{start} to {end}"
         if row["partial"]:
             row["when"] += " (partly not recorded)"
     return rows
 
 
-def history_view(item: HistoryInput, top: int = 4, charts: bool = True, table: bool = True) -> dict[str, Any]:
+def history_view(item: HistoryInput, top: int = 4, charts: bool = True, table: bool = True,
+                 tz: tzinfo = UTC) -> dict[str, Any]:
     """A history's summary, peaks and gaps; with `charts` the series to draw (HTML),
     with `table` the per-bucket peaks (Markdown) - each costs a pass over every sample."""
     timeline = Timeline(item.samples)
@@ -356,24 +372,35 @@ def history_view(item: HistoryInput, top: int = 4, charts: bool = True, table: b
         "kind": "history", "label": item.label, "source": item.source,
         "hostname": plain(meta.get("hostname") or NA), "kernel": plain(meta.get("kernel") or NA),
         "where": f"netns {plain(meta['netns'])}" if meta.get("netns") else "host namespace",
-        "samples": len(timeline.samples), "damaged": timeline.damaged,
+        "samples": fmt_count(len(timeline)), "damaged": fmt_count(timeline.damaged) if timeline.damaged else "",
     }
-    if not timeline.samples:
-        return view | {"empty": True}
+    if not len(timeline):
+        # "holds no samples" would be wrong when --since left out the older ones
+        window = (f"no samples since {fmt_time(item.since, tz=tz)} (--since), only "
+                  f"{fmt_count(item.older)} older one{'s' * (item.older != 1)}"
+                  if item.since is not None and item.older else "")
+        return view | {"empty": True, "empty_why": window}
     span = (timeline.end or 0.0) - (timeline.start or 0.0)
     interval = timeline.typical_interval
-    per_sample = len(timeline.samples) <= MAX_CHART_POINTS
+    per_sample = len(timeline) <= MAX_CHART_POINTS
     chart_bucket = None if per_sample else choose_bucket(span, interval, MAX_CHART_POINTS)
+
+    def when(ts: float | None) -> str:
+        return fmt_time(ts, tz=tz)
 
     def layer_chart(layer: str) -> list[Point]:
         if chart_bucket is None:
             return timeline.layer_series(layer)
-        return bucket_peaks(timeline.layer_spans(layer), chart_bucket)
+        return timeline.layer_buckets(layer, chart_bucket)
 
-    def finding_chart(finding: str) -> list[Point]:
+    def finding_chart(finding: str) -> dict[str, list[Point]]:
+        """One line per sample; or, bucketed, the highest rate and the mean of each bucket:
+        a burst and a steady rate with the same peak must not look alike."""
         if chart_bucket is None:
-            return timeline.finding_series(finding)
-        return bucket_peaks(timeline.finding_spans(finding), chart_bucket)
+            return {finding: timeline.finding_series(finding)}
+        size = fmt_seconds(chart_bucket)
+        return {f"highest in {size}": timeline.finding_buckets(finding, chart_bucket),
+                f"mean over {size}": timeline.finding_bucket_means(finding, chart_bucket)}
 
     peaks = timeline.peaks()
     top_findings = [p for p in peaks if p.total > 0][:max(top, 0)]
@@ -381,8 +408,8 @@ def history_view(item: HistoryInput, top: int = 4, charts: bool = True, table: b
     coverage = timeline.coverage_ratio()
     gaps = timeline.recording_gaps
     return view | {
-        "empty": False,
-        "start": fmt_time(timeline.start), "end": fmt_time(timeline.end), "span": fmt_seconds(span),
+        "empty": False, "zone": describe(tz, timeline.end),
+        "start": when(timeline.start), "end": when(timeline.end), "span": fmt_seconds(span),
         "interval": fmt_seconds(interval), "recorded": fmt_seconds(timeline.recorded_seconds()),
         "coverage": NA if coverage is None else f"{coverage * 100:.0f} %",
         "chart_note": (f"one point per {fmt_seconds(interval)} interval" if chart_bucket is None
@@ -393,27 +420,52 @@ def history_view(item: HistoryInput, top: int = 4, charts: bool = True, table: b
                             "series": finding_chart(p.finding)}
                            for p in top_findings] if charts else [],
         "peaks": [{"finding": p.finding, "anchor": "finding-" + anchor(p.finding), "layer": p.layer, "unit": p.unit,
-                   "total": fmt_count(p.total), "peak": fmt_rate(p.peak_rate), "peak_at": fmt_time(p.peak_ts),
-                   "mean": fmt_rate(p.mean_rate), "with_drops": p.intervals_with_drops,
-                   "unmeasured": p.unmeasured_intervals} for p in peaks],
+                   "total": fmt_count(p.total), "peak": fmt_rate(p.peak_rate), "peak_at": when(p.peak_ts),
+                   "mean": fmt_rate(p.mean_rate), "with_drops": fmt_count(p.intervals_with_drops),
+                   "unmeasured": fmt_count(p.unmeasured_intervals), "any_unmeasured": p.unmeasured_intervals > 0}
+                  for p in peaks],
         "table_bucket": fmt_seconds(table_bucket),
-        "bucket_rows": _bucket_rows(timeline, table_bucket) if table else [],
-        "recording_gaps": _listed([{"start": fmt_time(g.start), "end": fmt_time(g.end),
+        "bucket_rows": _bucket_rows(timeline, table_bucket, tz) if table else [],
+        "recording_gaps": _listed([{"start": when(g.start), "end": when(g.end),
                                     "duration": fmt_seconds(g.seconds)} for g in gaps]),
+        "gap_count": fmt_count(len(gaps)),
         "gap_seconds": fmt_seconds(sum(g.seconds for g in gaps)),
-        "unmeasured": _listed([{"finding": u.finding, "intervals": u.intervals, "seconds": fmt_seconds(u.seconds),
-                                "first": fmt_time(u.first), "last": fmt_time(u.last)} for u in timeline.unmeasured()]),
+        "unmeasured": _listed([{"finding": u.finding, "intervals": fmt_count(u.intervals),
+                                "seconds": fmt_seconds(u.seconds), "first": when(u.first), "last": when(u.last)}
+                               for u in timeline.unmeasured()]),
         "never_measured": timeline.never_measured,
     }
 
 
 # -- the whole report --------------------------------------------------------------------
 
+def places_note(sections: list[dict[str, Any]]) -> str:
+    """When the inputs come from more than one host or network namespace, the sentence
+    that says so: each section is its own place's numbers, nothing is added up."""
+    places = {(s["hostname"], s["where"]) for s in sections}
+    hosts = sorted({host for host, _ in places if host != NA})
+    unknown = any(host == NA for host, _ in places)
+    if len(places) < 2:
+        return ""
+    if len(hosts) > 1 or (hosts and unknown):
+        what = f"{len(hosts)} hosts ({', '.join(hosts)})" + (" and input(s) that do not name their host" if unknown else "")
+    elif hosts:
+        what = f"{len(places)} places on {hosts[0]} ({', '.join(sorted(w for _, w in places))})"
+    else:
+        what = f"{len(places)} places ({', '.join(sorted(w for _, w in places))}) of hosts the inputs do not name"
+    return (f"This report covers {what}: each section shows its own numbers, "
+            "nothing is added up across them.")
+
+
 def build(inputs: list[ReportInput], top: int = 4, title: str | None = None,
-          charts: bool = True, table: bool = True) -> dict[str, Any]:
-    sections = [diagnosis_view(i) if isinstance(i, DiagnosisInput) else history_view(i, top, charts, table)
+          charts: bool = True, table: bool = True, tz: tzinfo | None = None) -> dict[str, Any]:
+    """The report's content; times in `tz` (UTC when None)."""
+    tz = tz or UTC
+    sections = [diagnosis_view(i) if isinstance(i, DiagnosisInput) else history_view(i, top, charts, table, tz)
                 for i in inputs]
     hosts = sorted({s["hostname"] for s in sections if s.get("hostname") not in (None, NA)})
     default_title = "dropdoc report" + (f": {', '.join(hosts)}" if hosts else "")
-    return {"title": title or default_title, "generated": fmt_time(time.time()), "sections": sections,
+    now = time.time()
+    return {"title": title or default_title, "generated": fmt_time(now, tz=tz), "zone": describe(tz, now),
+            "tz": tz, "places": places_note(sections), "sections": sections,
             "sources": [s["source"] for s in sections]}

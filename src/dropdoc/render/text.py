@@ -182,6 +182,7 @@ def render_lab(result, console: Console) -> None:
             verdict += f", rolled back ({change['restored']})"
         where = f"in netns {change['netns']}" if change.get("netns") else "host-wide (global key, restored on teardown)"
         console.print(f"applied {where}: {change['key']} {change['old']} -> {change['new']}{verdict}")
+    _lab_simulations(getattr(result, "fix_report", None), console)
     for refusal in result.refused:
         console.print(Text(f"refused: {refusal}", style="yellow"))
     console.print(f"server restarted (pid {result.server_pid} -> {result.server_pid_after}) so listen() uses the new limits")
@@ -197,6 +198,22 @@ def render_lab(result, console: Console) -> None:
         rate = finding.rate_per_s if finding else 0.0
         table.add_row(label, str(drops), f"{rate:.1f}")
     console.print(table)
+
+
+def _lab_simulations(report, console: Console) -> None:
+    """The plan's simulator justifications (changes and application actions), as `dropdoc fix` prints them."""
+    if report is None or getattr(report, "plan", None) is None:
+        return
+    from ..fix.sim_support import predicted_line
+
+    items = [(c.target, c.simulation) for c in report.plan.changes]
+    items += [(f"{a['kind']} action", a.get("simulation")) for a in report.plan.actions]
+    for target, simulation in items:
+        if simulation:
+            console.print(f"simulator ({target}): {simulation.get('text', '')}")
+            predicted = predicted_line(simulation)
+            if predicted:
+                console.print(f"  {predicted}")
 
 
 def lab_exit_code(result) -> int:

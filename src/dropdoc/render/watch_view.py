@@ -14,13 +14,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ..history import iso
 from ..meter import NOT_DROPS, Interval
 from ..rules.engine import load_rules
 from .sparkline import sparkline
@@ -35,10 +35,11 @@ class WatchState:
     netns: str | None
     interval: float                       # seconds between samples (requested)
     window: int                           # intervals kept for the rows and sparklines
-    started: float                        # wall clock of the baseline sample
+    started: float                        # the baseline sample, on the clock `now` comes from
     recording: str | None = None          # history file, when recording
     recorded: int | None = None           # samples in that file
     retention: str | None = None
+    notice: str | None = None             # something the recorder did, shown once (e.g. clock set back)
     recent: deque = field(default_factory=deque)          # the last `window` Intervals
     totals: dict[str, int] = field(default_factory=dict)  # since start, measured intervals only
     peaks: dict[str, float] = field(default_factory=dict)  # highest rate per interval since start
@@ -136,37 +137,61 @@ def header(state: WatchState, now: float) -> Text:
     line = Text("dropdoc watch", style="bold")
     line.append(f"  {state.host} · {_where(state)} · {fmt_elapsed(now - state.started)} elapsed · "
                 f"every {state.interval:g} s · {state.intervals} intervals")
-    bad = sources_not_ok(state.latest)
+    latest = state.latest
+    if latest is not None and latest.lost:
+        line.append(f"\nnot measured in the last interval: {latest.lost}", style="bold yellow")
+    bad = sources_not_ok(latest)
     if bad:
         line.append("\nsources not ok: ", style="yellow")
         line.append(", ".join(f"{name} ({status})" for name, status in bad.items()), style="yellow")
     return line
 
 
-# Width of everything but the sparkline in the table (columns, padding, borders).
-_FIXED_COLUMNS = 74
-
-
-def spark_width(state: WatchState, width: int) -> int:
-    return max(1, min(state.window, width - _FIXED_COLUMNS))
+# Room kept for the finding's name before a number column is left out, and the room left
+# after the numbers below which the layer column is; a sparkline narrower than
+# _SPARK_MIN is left out too.
+_FINDING_MIN = 8
+_LAYER_NEEDS = 32
+_SPARK_MIN = 8
 
 
 def table(state: WatchState, width: int) -> Table:
+    """The rows as a table `width` columns wide. On a narrow terminal the sparkline, the
+    layer and then the peak and total columns are left out and finding names cut (with …):
+    a number is never cut."""
     found = rows(state)
-    spark = spark_width(state, width)
-    span = spark * state.interval
+    headers = ("now /s", "peak /s", "total")
+    cells = [(row, {"now /s": fmt_rate(row.now), "peak /s": fmt_rate(row.peak), "total": f"{row.total:,}"})
+             for row in found]
+    sizes = {h: max([len(h), *(len(c[h]) for _, c in cells)]) for h in headers}
+    budget, shown = width - _FINDING_MIN, set()
+    for header in ("now /s", "total", "peak /s"):      # what matters most first
+        if budget >= sizes[header] + 2:
+            shown.add(header)
+            budget -= sizes[header] + 2
+    show_layer = budget >= _LAYER_NEEDS
+    others = sum(sizes[h] + 2 for h in shown) + (max(len(r.layer) for r in found) + 2 if show_layer else 0)
+    names = max(len(r.finding) + (0 if r.unit == "drops" else len(r.unit) + 1) for r in found)
+    spark = min(state.window, width - others - names - 2) if len(shown) == len(headers) else 0
+    spark = spark if spark >= _SPARK_MIN else 0
+    others += spark + 2 if spark else 0
     grid = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    grid.add_column("finding", no_wrap=True)
-    grid.add_column("layer", no_wrap=True)
-    grid.add_column("now /s", justify="right", no_wrap=True)
-    grid.add_column("peak /s", justify="right", no_wrap=True)
-    grid.add_column("total", justify="right", no_wrap=True)
-    grid.add_column(f"last {span:g} s", no_wrap=True, min_width=spark)
-    for row in found:
+    grid.add_column("finding", no_wrap=True, overflow="ellipsis", max_width=max(width - others, 1))
+    if show_layer:
+        grid.add_column("layer", no_wrap=True)
+    for header in (h for h in headers if h in shown):
+        grid.add_column(header, justify="right", no_wrap=True, min_width=sizes[header])
+    if spark:
+        title = f"last {spark * state.interval:g} s"
+        grid.add_column(title, no_wrap=True, min_width=max(spark, len(title)))
+    for row, texts in cells:
         unit = "" if row.unit == "drops" else f" {row.unit}"
         style = "dim" if row.unit != "drops" else ("bold red" if row.now else "")
-        grid.add_row(Text(row.finding + unit, style=style), row.layer, fmt_rate(row.now), fmt_rate(row.peak),
-                     f"{row.total:,}", Text(sparkline(row.series, spark).rjust(spark), style="cyan"))
+        line = [Text(row.finding + unit, style=style), *([row.layer] if show_layer else []),
+                *(texts[h] for h in headers if h in shown)]
+        if spark:
+            line.append(Text(sparkline(row.series, spark).rjust(spark), style="cyan"))
+        grid.add_row(*line)
     return grid
 
 
@@ -196,21 +221,22 @@ def footer(state: WatchState) -> Text:
         return Text("not recording (--record FILE keeps a history) · Ctrl-C to stop", style="dim")
     count = "?" if state.recorded is None else f"{state.recorded:,}"
     keep = f", keeping {state.retention}" if state.retention else ""
-    return Text(f"recording to {state.recording}: {count} samples{keep} · Ctrl-C to stop", style="dim")
-
-
-def _timestamp(wall: float) -> str:
-    return datetime.fromtimestamp(wall, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = Text(f"recording to {state.recording}: {count} samples{keep} · Ctrl-C to stop", style="dim")
+    if state.notice:
+        text.append(f"\n{state.notice}", style="yellow")
+    return text
 
 
 def plain_line(state: WatchState, interval: Interval) -> str:
     """One log line for an interval already added to `state`: the non-zero rates, most
     drops first, or "no drops"; findings that were measurable before and are not now are
     named (a gap, not a quiet interval)."""
+    if interval.lost:
+        return f"{iso(interval.wall)} not measured: {interval.lost}"
     dropped = sorted(((f, v) for f, v in interval.drops.items() if v), key=lambda fv: (-fv[1], fv[0]))
     parts = [f"{f}={fmt_rate(interval.rate(f))}/s({v})" + (f" {NOT_DROPS[f]}" if f in NOT_DROPS else "")
              for f, v in dropped]
-    line = f"{_timestamp(interval.wall)} {' '.join(parts) if parts else 'no drops'}"
+    line = f"{iso(interval.wall)} {' '.join(parts) if parts else 'no drops'}"
     lost = sorted(f for f, v in interval.drops.items() if v is None and f in state.ever_measured)
     if lost:
         line += f" | not measurable now: {', '.join(lost)}"
@@ -230,6 +256,7 @@ def json_line(state: WatchState, interval: Interval) -> dict[str, Any]:
         "rate_per_s": {f: round(interval.rate(f) or 0.0, 3) for f, v in sorted(interval.drops.items()) if v},
         "not_drops": sorted(f for f in NOT_DROPS if f in interval.drops),
         "sources_not_ok": sources_not_ok(interval),
+        "lost": interval.lost,            # why nothing was measured in this interval (else null)
         "totals": dict(sorted(state.totals.items())),
         "recorded": state.recorded,
     }

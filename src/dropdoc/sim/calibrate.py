@@ -7,7 +7,9 @@ where it came from) or defaulted, so nobody mistakes a default for a fact.
 
 Limits of what counters can tell (said in the notes): a window gives averages, so bursts
 are invisible; ListenOverflows counts retransmitted SYNs and ACKs again, so arrivals
-estimated from it are an upper bound; the per-packet CPU cost is not in any counter.
+estimated from it are an upper bound. The per-packet softirq cost is in no counter; over a
+live window (--from-host) it is the CPU's softirq time over the packets it processed
+(dropdoc.sim.cputime: tick-sampled, so only a CPU that received a lot gives it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from ..errors import DropdocError
 from ..sources import sysctls as sysctls_source
+from . import cputime
 from .params import SimParams
 
 # The retransmission counts shape how often a refused handshake is counted again.
@@ -46,8 +49,9 @@ def params_from_host(netns: str | None = None, seconds: float = 5.0, on_tick=Non
     """Measure this host (or `netns`) for `seconds` and calibrate from the window."""
     from ..window import measure
 
+    before = cputime.read()
     window = measure(netns, seconds, on_tick=on_tick)
-    calibration = params_from_snapshot(window)
+    calibration = params_from_snapshot(window, cpu_times=cputime.delta(before, cputime.read()))
     calibration.source = f"host{f' netns {netns}' if netns else ''}, {window.seconds:.1f} s window"
     return calibration
 
@@ -62,8 +66,11 @@ def params_from_bundle(path: str) -> Calibration:
     return calibration
 
 
-def params_from_snapshot(window_or_snapshot: Any, base: SimParams | None = None) -> Calibration:
-    """Settings from a Snapshot; settings and rates from a Window (dropdoc.window.Window)."""
+def params_from_snapshot(window_or_snapshot: Any, base: SimParams | None = None,
+                         cpu_times: cputime.CpuTimes | None = None) -> Calibration:
+    """Settings from a Snapshot; settings and rates from a Window (dropdoc.window.Window).
+    cpu_times: per-CPU /proc/stat deltas over the same window (dropdoc.sim.cputime), which
+    give the per-packet softirq cost; a bundle or a snapshot has none."""
     if hasattr(window_or_snapshot, "after") and hasattr(window_or_snapshot, "deltas"):
         window, snap = window_or_snapshot, window_or_snapshot.after
     elif hasattr(window_or_snapshot, "results"):
@@ -75,6 +82,7 @@ def params_from_snapshot(window_or_snapshot: Any, base: SimParams | None = None)
     cal = Calibration(SimParams(), source="snapshot")
     _settings(snap, window, values, cal)
     if window is not None:
+        _softirq_cost(window, cpu_times or {}, values, cal)
         _rates(window, values, cal)
     else:
         cal.notes.append("a single snapshot has no rates: the load parameters are defaults (all 0)")
@@ -231,6 +239,37 @@ def _qdisc(snap: Any, window: Any, values: dict, cal: Calibration) -> None:
                      f"{where}: bytes / packets sent")
 
 
+# ---- the per-packet softirq cost ---------------------------------------------------------------
+
+def _softnet_column(window: Any, column: str) -> dict[int, int | None]:
+    out = {}
+    for name, value in window.deltas.values.items():
+        if name.startswith("softnet.cpu") and name.endswith(f".{column}"):
+            index = name.split(".")[1][3:]
+            if index.isdigit():
+                out[int(index)] = value
+    return out
+
+
+def _softirq_cost(window: Any, cpu_times: cputime.CpuTimes, values: dict, cal: Calibration) -> None:
+    """rx_cost_us = softirq time / packets processed on the CPU whose backlog dropped (else
+    the busiest one), measured over the same window; softirq_share from its steal time."""
+    if not cpu_times:
+        return
+    cost = cputime.softirq_cost(cpu_times, _softnet_column(window, "processed"),
+                                _softnet_column(window, "dropped"))
+    if cost is None:
+        cal.notes.append(f"per-packet softirq cost: too little softirq time or too few packets on any CPU "
+                         f"to measure it (at least {cputime.MIN_SOFTIRQ_S:g} s and {cputime.MIN_PACKETS} "
+                         "packets: /proc/stat is sampled by the timer tick)")
+        return
+    _set(values, cal, "rx_cost_us", max(cost.cost_us, 1e-3), cost.describe())
+    share = cputime.softirq_share(cost, window.deltas.seconds)
+    if share is not None:
+        _set(values, cal, "softirq_share", share, f"1 - steal time {cost.steal_s:.2f} s of CPU {cost.cpu} "
+             f"over the {window.deltas.seconds:.1f} s window (/proc/stat)")
+
+
 # ---- rates --------------------------------------------------------------------------------------
 
 def _rate(window: Any, *names: str) -> float | None:
@@ -297,8 +336,8 @@ def _rates(window: Any, values: dict, cal: Calibration) -> None:
     cal.notes.append("rates are averages over the window: bursts are invisible to counters; set "
                      "burst_peak/burst_length_s to test them")
     if "rx_cost_us" not in cal.measured:
-        cal.notes.append("per-packet softirq cost (rx_cost_us) is not in any counter: default "
-                         f"{SimParams().rx_cost_us} us")
+        cal.notes.append("per-packet softirq cost (rx_cost_us) not measured (it needs /proc/stat over the "
+                         f"window: --from-host): default {SimParams().rx_cost_us} us")
 
 
 def describe_calibration(cal: Calibration) -> list[str]:

@@ -12,6 +12,7 @@ Kernel constants here were measured on this machine's kernel (6.x): see docs/sim
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -32,25 +33,33 @@ def _p(default: Any, unit: str, help_text: str, *, minimum: float | None = 0.0,
 
 
 RX_PATHS = ("nic", "veth")
+# Beyond any real host (a 400 Gbit/s NIC carries ~600M minimum-size packets/s): a bigger
+# value is a typo, and would only fill the tables with 300-digit numbers.
+MAX_RATE = 1e9
+MAX_TOTAL = 1e15
 
 
 @dataclass
 class SimParams:
     # ---- offered load (received) -------------------------------------------------------
     udp_rate: float = _p(0.0, "datagrams/s", "UDP datagrams per second sent to the receiving socket "
-                         "(the base rate; bursts multiply it)")
+                         "(the base rate; bursts multiply it)", maximum=MAX_RATE)
     udp_total: float | None = _p(None, "datagrams", "stop after this many datagrams (a finite burst); "
-                                 "none = for the whole run")
+                                 "none = for the whole run", maximum=MAX_TOTAL)
     udp_size: int = _p(512, "bytes", "UDP payload per datagram", maximum=65507)
     conn_rate: float = _p(0.0, "connections/s", "new TCP connections per second that complete the "
-                          "handshake (SYN, then the final ACK one RTT later)")
-    conn_total: float | None = _p(None, "connections", "stop after this many new connections")
+                          "handshake (SYN, then the final ACK one RTT later)", maximum=MAX_RATE)
+    conn_total: float | None = _p(None, "connections", "stop after this many new connections",
+                                   maximum=MAX_TOTAL)
     half_open_rate: float = _p(0.0, "SYNs/s", "SYNs per second whose handshake never completes "
-                               "(SYN flood, final ACKs lost): they sit in the SYN queue")
-    half_open_total: float | None = _p(None, "SYNs", "stop after this many half-open SYNs")
+                               "(SYN flood, final ACKs lost): they sit in the SYN queue",
+                               maximum=MAX_RATE)
+    half_open_total: float | None = _p(None, "SYNs", "stop after this many half-open SYNs",
+                                        maximum=MAX_TOTAL)
     other_rate: float = _p(0.0, "packets/s", "other received packets per second (established-TCP "
-                           "data, ACKs ...): they load the ring and backlog only")
-    burst_peak: float = _p(1.0, "x", "rate multiplier during a burst (1 = no bursts)", minimum=1.0)
+                           "data, ACKs ...): they load the ring and backlog only", maximum=MAX_RATE)
+    burst_peak: float = _p(1.0, "x", "rate multiplier during a burst (1 = no bursts)", minimum=1.0,
+                            maximum=1e4)
     burst_length_s: float = _p(0.0, "s", "length of each burst (0 = no bursts)")
     burst_interval_s: float = _p(1.0, "s", "time from the start of one burst to the next", minimum=1e-6)
     burst_start_s: float = _p(0.0, "s", "time of the first burst")
@@ -99,7 +108,7 @@ class SimParams:
     syncookies: int = _p(1, "", "net.ipv4.tcp_syncookies: 0 off, 1 when the SYN queue is full, 2 always",
                          maximum=2, group="tcp")
     accept_rate: float | None = _p(None, "connections/s", "connections the app accepts per second; "
-                                   "none = as fast as they come", group="tcp")
+                                   "none = as fast as they come", maximum=MAX_RATE, group="tcp")
     rtt_s: float = _p(0.001, "s", "round-trip time client<->server (SYN-ACK to final ACK)", group="tcp")
     syn_retries: int = _p(6, "", "client SYN retransmissions (net.ipv4.tcp_syn_retries; 1 s, 2 s, 4 s ...)",
                           maximum=20, group="tcp")
@@ -125,11 +134,13 @@ class SimParams:
     udp_truesize: int | None = _p(None, "bytes", "memory charged per queued datagram (skb truesize); "
                                   "none = measured table for this kernel", minimum=1, group="udp")
     read_rate: float | None = _p(None, "datagrams/s", "datagrams the app reads per second; none = "
-                                 "as fast as they come", group="udp")
+                                 "as fast as they come", maximum=MAX_RATE, group="udp")
 
     # ---- transmit: qdisc and link ------------------------------------------------------
-    tx_rate: float = _p(0.0, "packets/s", "packets per second the host sends (bursts multiply it)", group="tx")
-    tx_total: float | None = _p(None, "packets", "stop after this many sent packets", group="tx")
+    tx_rate: float = _p(0.0, "packets/s", "packets per second the host sends (bursts multiply it)",
+                           maximum=MAX_RATE, group="tx")
+    tx_total: float | None = _p(None, "packets", "stop after this many sent packets", maximum=MAX_TOTAL,
+                                  group="tx")
     tx_packet_bytes: int = _p(1042, "bytes", "bytes per sent packet as the qdisc counts them "
                               "(IP packet + 14 bytes Ethernet)", minimum=1, group="tx")
     qdisc_limit: int | None = _p(1000, "packets", "qdisc limit in packets (txqueuelen, pfifo/fq_codel "
@@ -190,7 +201,7 @@ class SimParams:
         for key, raw in data.items():
             name = str(key).replace("-", "_")
             if name not in known:
-                raise SimParamsError(f"unknown parameter {key!r} (see `dropdoc sim --list-params`)")
+                raise SimParamsError(unknown_parameter(key))
             values[name] = _coerce(known[name], raw)
         return cls(**values)
 
@@ -308,7 +319,19 @@ def _parse_number(text: str) -> float | int:
             lowered, scale = lowered[:-len(suffix)], factor
             break
     value = float(lowered) * scale
-    return int(value) if math.isfinite(value) and value.is_integer() else value
+    # a whole number as an int (a count), unless it is beyond any count: 1e300 stays 1e+300
+    return int(value) if math.isfinite(value) and value.is_integer() and abs(value) < 2 ** 63 else value
+
+
+def unknown_parameter(key: Any) -> str:
+    """The error for a name that is no parameter, with the closest names if there are."""
+    name = str(key).replace("-", "_")
+    scored = sorted(((difflib.SequenceMatcher(None, name, f.name).ratio(), f.name) for f in fields(SimParams)),
+                    reverse=True)
+    # the names about as close as the closest one (a typo has one answer, "rate" several)
+    close = [n for score, n in scored[:3] if score >= 0.6 and score >= scored[0][0] - 0.08]
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return f"unknown parameter {str(key)!r} ({hint}see `dropdoc sim --list-params`)"
 
 
 def describe() -> list[dict[str, Any]]:

@@ -159,7 +159,14 @@ def _series(result: SimResult, kind: str) -> dict[str, list[tuple[float, float |
     return out
 
 
-def _charts(result: SimResult, label: str = "") -> str:
+def _peak_drop_rate(result: SimResult) -> float:
+    return max((y for points in _series(result, "drops").values() for _, y in points if y is not None), default=0.0)
+
+
+def _charts(result: SimResult, label: str = "", drops_top: float | None = None) -> str:
+    """Occupancy on a fixed 0-100 % axis (a queue at 3 % must look nearly empty) and drops
+    per second up to `drops_top` (the same top before and after a what-if, so the two
+    compare at a glance)."""
     from ..render.charts import PALETTE, line_chart_svg
 
     # one colour per stage in every chart (before, after, occupancy, drops)
@@ -168,10 +175,11 @@ def _charts(result: SimResult, label: str = "") -> str:
     occupancy = _series(result, "occupancy")
     if occupancy:
         parts.append(line_chart_svg(occupancy, f"{label}queue occupancy (% of limit)", "% of limit",
-                                    x_is_time=False, colors=colors))
+                                    x_is_time=False, colors=colors, x_label="simulated time (s)", y_top=100.0))
     drops = _series(result, "drops")
     if drops:
-        parts.append(line_chart_svg(drops, f"{label}drops per second", "drops/s", x_is_time=False, colors=colors))
+        parts.append(line_chart_svg(drops, f"{label}drops per second", "drops/s", x_is_time=False, colors=colors,
+                                    x_label="simulated time (s)", y_top=drops_top))
     return "\n".join(parts)
 
 
@@ -202,9 +210,10 @@ def render_html(result: SimResult, after: SimResult | None = None, changes: dict
         body.append("<pre>" + html.escape("\n".join(calibration)) + "</pre>")
     if after is not None:
         change_text = ", ".join(f"{k}={v}" for k, v in (changes or {}).items())
-        body.append(f"<h2>before</h2>{_table_html(result)}{_verdict_html(result)}{_charts(result, 'before: ')}")
+        top = max(_peak_drop_rate(result), _peak_drop_rate(after))
+        body.append(f"<h2>before</h2>{_table_html(result)}{_verdict_html(result)}{_charts(result, 'before: ', top)}")
         body.append(f"<h2>after {html.escape(change_text)}</h2>{_table_html(after)}{_verdict_html(after)}"
-                    f"{_charts(after, 'after: ')}")
+                    f"{_charts(after, 'after: ', top)}")
     else:
         body.append(_table_html(result) + _verdict_html(result) + _charts(result))
     params = json.dumps(result.params.to_dict(), indent=1, sort_keys=True)

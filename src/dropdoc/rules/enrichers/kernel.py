@@ -9,6 +9,7 @@ from ...model import Finding
 from ...sources.qdisc import AQM_KINDS, SHAPER_KINDS, Qdisc
 from ...window import Window
 from . import enricher, evaluator
+from .bursts import find_bursts
 from .common import next_power_of_two, sysctl, sysctl_fix
 
 HOST_WIDE = ("/proc/net/softnet_stat is host-wide, not per network namespace: these counters "
@@ -21,6 +22,8 @@ def softnet(finding: Finding, window: Window) -> None:
     for name, value in sorted(window.deltas.values.items()):
         if name.startswith("softnet.cpu") and name.endswith(".dropped") and value:
             finding.subjects.append({"cpu": int(name.split(".")[1][3:]), "drops": value})
+    for subject in finding.subjects:
+        subject.update(cpu_load(window, subject["cpu"]))
     current = sysctl(window, "net.core.netdev_max_backlog")
     if isinstance(current, int):
         worst = max((s["drops"] for s in finding.subjects), default=0)
@@ -38,6 +41,20 @@ def softnet(finding: Finding, window: Window) -> None:
     if window.after.netns:
         finding.explanation = (f"{HOST_WIDE}, not only netns {window.after.netns}; the backlog is fed by "
                                "veth, loopback, non-NAPI drivers and RPS")
+
+def cpu_load(window: Window, cpu: int) -> dict[str, Any]:
+    """What a dropping CPU processed over the window, and (from the counters sampled tick
+    by tick) its worst burst of drops: how long it lasted and what the CPU processed
+    meanwhile - the per-CPU rate `dropdoc fix` sizes the backlog with."""
+    prefix = f"softnet.cpu{cpu}"
+    out: dict[str, Any] = {"processed": window.deltas.get(f"{prefix}.processed")}
+    found = find_bursts(window.intervals, (f"{prefix}.dropped",), {"processed": (f"{prefix}.processed",)})
+    if found is not None:
+        out.update(found.fields())
+        if found.worst is not None:
+            out["burst_processed"] = found.worst.companions["processed"]
+    return out
+
 
 BACKLOG_CEILING = 1 << 16  # beyond this a per-CPU queue only adds delay: spread the load instead
 
