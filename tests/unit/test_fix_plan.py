@@ -103,6 +103,14 @@ def test_plan_from_the_json_file_equals_the_live_plan(tmp_path):
     assert from_file["changes"][0]["proposed"] == 512
 
 
+def test_plan_from_a_lab_run_json_uses_its_measured_diagnosis(tmp_path):
+    data = reference_diagnosis()
+    path = tmp_path / "lab.json"
+    path.write_text(json.dumps({"scenario": "listen-overflow", "server_netns": "ddlab-x-srv",
+                                "diagnosis": data, "fix": {"diagnosis": {"schema": "other"}}}))
+    assert make_plan(load_diagnosis(str(path)), live=False).to_dict() == make_plan(data, live=False).to_dict()
+
+
 def test_app_backlog_cap_gives_app_action_only():
     plan = make_plan(reference_diagnosis(somaxconn=4096, backlog=511, drops=100), live=False)
     assert plan.changes == []

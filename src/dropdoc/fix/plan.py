@@ -91,7 +91,8 @@ class Plan:
 # --- input ----------------------------------------------------------------------------------
 
 def load_diagnosis(path: str) -> dict[str, Any]:
-    """The JSON of `dropdoc diagnose --format json`; NotADiagnosis otherwise."""
+    """The JSON of `dropdoc diagnose --format json` (or of `dropdoc lab run --format json`:
+    its measured diagnosis, before any fix); NotADiagnosis otherwise."""
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -99,6 +100,8 @@ def load_diagnosis(path: str) -> dict[str, Any]:
         raise NotADiagnosis(f"{path}: {exc.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise NotADiagnosis(f"{path}: not JSON ({getattr(exc, 'msg', exc)})") from None
+    if isinstance(data, dict) and "scenario" in data and isinstance(data.get("diagnosis"), dict):
+        data = data["diagnosis"]  # a lab run: plan from what it measured before fixing
     check_diagnosis(data, path)
     return data
 

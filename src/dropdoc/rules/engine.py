@@ -125,8 +125,14 @@ def new_finding(rule: Rule, window: Window, drops: int, evidence: list[dict[str,
 
 def evaluate_rule(rule: Rule, window: Window) -> Finding | None | str:
     """A Finding, None (nothing dropped) or a string: why the rule could not be evaluated."""
+    from . import coverage
     from .enrichers import ENRICHERS, EVALUATORS  # late: enrichers import the engine's model
 
+    # Counters from several sources (Udp + Udp6, link + ethtool): with one of them not
+    # read, the others' sum is a number too small, never the finding's (rules/coverage.py).
+    partial = coverage.partial_count(rule, window)
+    if partial:
+        return partial
     if rule.evaluator:
         return EVALUATORS[rule.evaluator](rule, window)
     deltas = window.deltas

@@ -40,9 +40,14 @@ class BpfError(OSError):
     """A bpf(2) command failed; errno as usual, plus the verifier log for PROG_LOAD."""
 
     def __init__(self, err: int, what: str, log: str = "") -> None:
-        super().__init__(err, f"{what}: {os.strerror(err)}")
+        # strerror stays the bare OS message, as on any OSError: callers that write
+        # f"{exc.what}: {exc.strerror}" would otherwise name the command twice.
+        super().__init__(err, os.strerror(err))
         self.what = what
         self.log = log
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.strerror}"
 
     def log_line(self) -> str:
         """The verifier's complaint in one line: the last line that is not statistics."""

@@ -105,7 +105,7 @@ class BpfBackend:
             return
         assert last is not None
         raise SourceUnavailable(f"raw tracepoint {TRACEPOINT} accepts none of the known argument lists "
-                                f"({last.strerror})")
+                                f"({last})")
 
     @staticmethod
     def _reason_names(kernel_btf: btf_mod.Btf) -> reasons_mod.ReasonNames:
