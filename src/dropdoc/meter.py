@@ -32,6 +32,7 @@ from .errors import DropdocError
 from .rules.engine import Rule, count_drops, load_rules, matching
 from .snapshot import Snapshot, take_snapshot
 from .sources import SOURCES
+from .sources.base import FAILED, NEEDS_PRIVILEGE
 
 # Findings whose counters count something other than dropped packets.
 NOT_DROPS = {"cpu.time_squeeze": "squeezes"}
@@ -194,11 +195,13 @@ class Meter:
         deltas = delta_mod.compute(previous, snap)
         drops = drops_by_finding(deltas.values)
         doubtful = frozenset(deltas.resets) | unsure
-        if doubtful:
+        never_read = self._never_read(previous, snap)
+        if doubtful or never_read:
             for rule in load_rules():
                 # A counter that reset, or whose source failed, makes the rule's count unknown.
                 patterns = SPECIAL_COUNTERS.get(rule.id, rule.drop_counters)
-                if drops.get(rule.id) is not None and _names_matching(patterns, doubtful):
+                if drops.get(rule.id) is not None and (_names_matching(patterns, doubtful)
+                                                       or _could_feed(patterns, never_read)):
                     drops[rule.id] = None
         for finding, value in drops.items():
             if value is not None:
@@ -238,6 +241,12 @@ class Meter:
                 names |= self._names.get(name, frozenset())
         return frozenset(names)
 
+    def _never_read(self, *snaps: Snapshot | None) -> tuple[str, ...]:
+        """Sources that failed (or lacked privilege) and were never read whole: their counter
+        names are unknown, so their name prefixes say which findings they could feed."""
+        return tuple(sorted({name for snap in snaps if snap is not None for name, result in snap.results.items()
+                             if result.status in (FAILED, NEEDS_PRIVILEGE) and name not in self._names}))
+
     def _remember_names(self, snap: Snapshot) -> None:
         for name in snap.results:
             if _ok(snap, name):
@@ -250,9 +259,18 @@ class Meter:
         if snap is None:
             return set()
         failing = frozenset().union(*(self._names.get(n, frozenset()) for n in snap.results if not _ok(snap, n)))
+        never_read = self._never_read(snap)
         counts = drops_by_finding(snap.counters())
         return {rule.id for rule in load_rules() if counts.get(rule.id) is not None
-                and not _names_matching(SPECIAL_COUNTERS.get(rule.id, rule.drop_counters), failing)}
+                and not _names_matching(SPECIAL_COUNTERS.get(rule.id, rule.drop_counters), failing)
+                and not _could_feed(SPECIAL_COUNTERS.get(rule.id, rule.drop_counters), never_read)}
+
+
+def _could_feed(patterns: tuple[str, ...], sources: tuple[str, ...]) -> bool:
+    """Could any of these (never read) sources provide a counter matching `patterns`?"""
+    from .rules.coverage import PREFIXES, prefix_could_match
+
+    return any(prefix_could_match(patterns, PREFIXES[name]) if name in PREFIXES else True for name in sources)
 
 
 def _ok(snap: Snapshot, name: str) -> bool:

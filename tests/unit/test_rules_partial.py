@@ -194,5 +194,5 @@ def test_prefixes_name_every_counter_source_and_no_two_overlap():
 def test_every_catalogue_pattern_belongs_to_a_known_source():
     for rule in load_rules():
         for pattern in coverage.counted_patterns(rule):
-            owners = [s for s, p in coverage.PREFIXES.items() if coverage._prefix_could_match((pattern,), p)]
+            owners = [s for s, p in coverage.PREFIXES.items() if coverage.prefix_could_match((pattern,), p)]
             assert len(owners) == 1, (rule.id, pattern, owners)

@@ -206,6 +206,20 @@ def test_a_source_that_never_worked_leaves_the_other_counters_measured():
     assert sampled(host, meter, 1).drops["udp.no_port"] == 5
 
 
+def test_a_source_failing_from_the_first_sample_makes_its_findings_unknown():
+    # Its counter names were never learned: the source's name prefixes say what it feeds
+    # (snmp gives Udp.*, so udp.no_port from Udp6 alone would be a partial sum).
+    host, meter = Host(), Meter()
+    host.broken["snmp"] = ("failed", "snmp: truncated")
+    sampled(host, meter, 0)
+    host.bump("snmp6", "Udp6.NoPorts", 7)
+    host.bump("netstat", "TcpExt.ListenOverflows", 2)
+    interval = sampled(host, meter, 1)
+    assert interval.drops["udp.no_port"] is None
+    assert interval.drops["tcp.listen_overflow"] == 2
+    assert "udp.no_port" not in meter.measurable() and "tcp.listen_overflow" in meter.measurable()
+
+
 def test_namespace_lost_then_back_is_unknown_then_a_new_baseline():
     from dropdoc.errors import UnknownNetns
 

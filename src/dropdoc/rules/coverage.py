@@ -74,7 +74,7 @@ def _head(pattern: str) -> str:
     return pattern
 
 
-def _prefix_could_match(patterns: tuple[str, ...], prefixes: tuple[str, ...]) -> bool:
+def prefix_could_match(patterns: tuple[str, ...], prefixes: tuple[str, ...]) -> bool:
     return any(h.startswith(p) or p.startswith(h) for h in map(_head, patterns) for p in prefixes)
 
 
@@ -114,7 +114,7 @@ def could_contribute(name: str, patterns: tuple[str, ...], before: Snapshot, aft
         if is_ok(snap, name):
             return bool(matching(patterns, dict.fromkeys(snap.source_counters(name))))
     prefixes = PREFIXES.get(name)
-    return True if prefixes is None else _prefix_could_match(patterns, prefixes)
+    return True if prefixes is None else prefix_could_match(patterns, prefixes)
 
 
 def partial_count(rule, window) -> str | None:
