@@ -8,6 +8,7 @@ stderr; a stderr that is gone (`dropdoc serve 2>&1 | head -1`) never changes the
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -95,4 +96,11 @@ def _note(text: str) -> None:
     try:
         click.echo(text, err=True)
     except OSError:  # stderr closed (a pipe whose reader left, a terminal gone)
-        pass
+        # Point fd 2 at /dev/null: what is still buffered (a log line, this note) would
+        # otherwise fail again when the interpreter flushes stderr at exit (status 120).
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stderr.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
